@@ -1,0 +1,112 @@
+"Engine tests: configs, checkpoints, resume, accumulation, bad input."
+import dataclasses, json, os, stat
+from pathlib import Path
+
+import pytest, torch
+from torch import nn
+
+from muomni.core import (CheckpointError, StepBatchSampler, Trainer, demo_problem, load_checkpoint, load_config,
+                         save_checkpoint, train_demo, unwrap)
+
+def demo_cfg(tmp_path, **kw):
+    base = dict(kind="demo", save_dir=str(tmp_path / "run"), lr=1e-2, warmup_steps=2, max_steps=30, val_freq=10,
+                print_freq=5, checkpoint_freq=10, batch_size=16)
+    return load_config({**base, **kw})
+
+def flat(model): return torch.cat([p.detach().flatten() for p in unwrap(model).parameters()])
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    straight, _ = train_demo(demo_cfg(tmp_path / "a"))
+    half, _ = train_demo(demo_cfg(tmp_path / "b"), until=13)          # stop off the checkpoint grid
+    assert half.step == 13 and (tmp_path / "b/run/last.pt").exists()
+    resumed, metrics = train_demo(demo_cfg(tmp_path / "b", resume=True))
+    assert resumed.step == 30
+    torch.testing.assert_close(flat(resumed.model), flat(straight.model), rtol=0, atol=1e-6)
+    assert "loss" in metrics
+
+def test_accumulation_matches_large_batch(tmp_path):
+    def step(bs, accum):
+        cfg = demo_cfg(tmp_path / f"{bs}", batch_size=bs, gradient_accumulation_steps=accum, max_steps=1,
+                       warmup_steps=0, max_grad_norm=0.0, val_freq=0)
+        model, train, loss_fn, _ = demo_problem(cfg)
+        before = flat(model).clone()
+        t = Trainer(model, cfg, train, loss_fn, plot=False)
+        rows = StepBatchSampler(len(train), 32, cfg.seed).batch(0)
+        it = iter([torch.utils.data.default_collate([train[j] for j in rows[i:i + bs]]) for i in range(0, 32, bs)])
+        t.train_step(it)
+        return before, flat(t.model)
+    before, big = step(32, 1)
+    _, small = step(8, 4)
+    assert not torch.allclose(before, big)                 # the step changed the weights
+    torch.testing.assert_close(small, big, rtol=0, atol=1e-6)
+
+def test_trainer_writes_history_and_checkpoints(tmp_path):
+    t, metrics = train_demo(demo_cfg(tmp_path))
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"last.pt", "best.pt", "final.pt", "history.jsonl", "config.json", "training.png"} <= files
+    lines = [json.loads(l) for l in (tmp_path / "run/history.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if "val" in l] == [10, 20, 30]
+    first, last = lines[0]["loss"], [l for l in lines if "loss" in l][-1]["loss"]
+    assert last < first
+
+def test_keyboard_interrupt_saves_checkpoint(tmp_path):
+    cfg = demo_cfg(tmp_path, checkpoint_freq=1000, val_freq=0)
+    model, train, loss_fn, eval_fn = demo_problem(cfg)
+    calls = {"n": 0}
+    def interrupting_loss(m, b):
+        calls["n"] += 1
+        if calls["n"] == 8: raise KeyboardInterrupt
+        return loss_fn(m, b)
+    t = Trainer(model, cfg, train, interrupting_loss, eval_fn, plot=False)
+    with pytest.raises(KeyboardInterrupt): t.fit()
+    assert load_checkpoint(tmp_path / "run/last.pt")["step"] == 7
+
+@pytest.mark.parametrize("values,message", [
+    (dict(n_layrs=3), "unknown config key(s) ['n_layrs']"),
+    (dict(lr="fast"), "'lr' must be float"),
+    (dict(max_steps=2.5), "'max_steps' must be int"),
+    (dict(resume="yes"), "'resume' must be bool"),
+])
+def test_bad_config_values(tmp_path, values, message):
+    f = tmp_path / "cfg.json"
+    f.write_text(json.dumps(dict(kind="demo", **values)))
+    with pytest.raises(ValueError) as e: load_config(f)
+    assert message in str(e.value) and "cfg.json" in str(e.value)
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config file not found"): load_config(tmp_path / "nope.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"): load_config(tmp_path / "broken.json")
+    (tmp_path / "nokind.json").write_text("{}")
+    with pytest.raises(ValueError, match="missing 'kind'"): load_config(tmp_path / "nokind.json")
+    with pytest.raises(ValueError, match="unknown preset 'huge'"): load_config({"kind": "demo"}, preset="huge")
+    with pytest.raises(ValueError, match="no 'laptop' preset"): load_config({"kind": "demo"}, preset="laptop")
+
+def test_checkpoint_from_other_config_names_shapes(tmp_path):
+    p = save_checkpoint(tmp_path / "c.pt", nn.Sequential(nn.Linear(1, 8), nn.Linear(8, 1)), demo_cfg(tmp_path, hidden=8))
+    with pytest.raises(CheckpointError) as e: load_checkpoint(p, nn.Sequential(nn.Linear(1, 16), nn.Linear(16, 1)))
+    assert "0.weight: checkpoint (8, 1) vs model (16, 1)" in str(e.value) and "kind='demo'" in str(e.value)
+
+def test_corrupt_and_truncated_checkpoints(tmp_path):
+    p = save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 2))
+    (tmp_path / "t.pt").write_bytes(p.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="t.pt is not a readable checkpoint"): load_checkpoint(tmp_path / "t.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a muomni checkpoint"): load_checkpoint(tmp_path / "other.pt")
+
+def test_checkpoints_refuse_pickled_code(tmp_path):
+    import pickle
+    class Evil:
+        def __reduce__(self): return (os.system, ("echo pwned",))
+    torch.save({"model": {}, "x": Evil()}, tmp_path / "evil.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(CheckpointError): load_checkpoint(tmp_path / "evil.pt")
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_save_dir(tmp_path):
+    ro = tmp_path / "ro"; ro.mkdir(); ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    with pytest.raises(PermissionError, match="not writable"): train_demo(demo_cfg(tmp_path, save_dir=str(ro / "run")))
+
+def test_unwritable_save_dir_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PermissionError, match="cannot create folder"):
+        train_demo(demo_cfg(tmp_path, save_dir=str(tmp_path / "afile" / "run")))
