@@ -21,7 +21,8 @@ __all__ = ['PRESETS', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'project_ro
            'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything', 'amp_dtype_for', 'autocast',
            'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
            'warmup_cosine', 'StepBatchSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
-           'Trainer', 'write_metrics', 'count_parameters', 'human', 'demo_problem', 'train_demo']
+           'init_distributed', 'barrier', 'Trainer', 'write_metrics', 'count_parameters', 'human', 'demo_problem',
+           'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -195,7 +196,7 @@ def config_dict(cfg) -> dict:
     "A plain dict of a config (what checkpoints and metrics store)."
     return dataclasses.asdict(cfg)
 
-# %% ../nbs/00_core.ipynb #95f4b69c
+# %% ../nbs/00_core.ipynb #a40c1458
 @register_config("demo")
 @dataclass
 class DemoConfig(TrainConfig):
@@ -204,6 +205,7 @@ class DemoConfig(TrainConfig):
     n_train: int = 512
     n_val: int = 128
     noise: float = 0.05
+    dropout: float = 0.1
 
 # %% ../nbs/00_core.ipynb #cb031d00
 def pick_device(device: str = "auto") -> torch.device:
@@ -376,7 +378,7 @@ class LivePlot:
         if self.save_path is None: return None
         return atomic_write(self.save_path, lambda t: self.fig.savefig(t, dpi=90, format="png"))
 
-# %% ../nbs/00_core.ipynb #48f09cda
+# %% ../nbs/00_core.ipynb #85c31da3
 def to_device(batch, device: torch.device):
     "Move tensors inside nested tuples/lists/dicts to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -397,14 +399,29 @@ def dist_info() -> tuple[int, int]:
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-# %% ../nbs/00_core.ipynb #e2c23494
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group of a `torchrun` launch (gloo on CPU, nccl on CUDA) and return this rank's device.
+    Without torchrun (WORLD_SIZE unset or 1) it does nothing."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1: return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+def barrier() -> None:
+    "Wait for every rank (no-op when not distributed)."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
+
+# %% ../nbs/00_core.ipynb #a7a1caa1
 class Trainer:
     "The training loop every stage uses."
     def __init__(self, model: nn.Module, cfg: TrainConfig, train_data, loss_fn, eval_fn=None, collate_fn=None,
                  best: str = "loss", best_mode: str = "min", name: str | None = None, plot: bool = True, optimizer=None):
         self.cfg, self.loss_fn, self.eval_fn, self.best, self.best_mode = cfg, loss_fn, eval_fn, best, best_mode
         self.name = name or Path(cfg.save_dir).name
-        self.device = pick_device(cfg.device)
+        self.device = init_distributed(pick_device(cfg.device))
         self.rank, self.world_size = dist_info()
         self.is_main = self.rank == 0
         seed_everything(cfg.seed, cfg.deterministic)
@@ -480,7 +497,8 @@ class Trainer:
         with open(self.save_dir / "history.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> dict:
-        metrics = self.evaluate()
+        metrics = self.evaluate() if self.is_main else {}      # rank 0 evaluates; the others wait at the barrier
+        barrier()
         if metrics and self.is_main:
             self._log(dict(step=self.step, val=metrics))
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
@@ -550,7 +568,7 @@ class Trainer:
         if self.plot: self.plot.update(self.history, force=True); self.plot.save()
         return metrics
 
-# %% ../nbs/00_core.ipynb #f4a3eec8
+# %% ../nbs/00_core.ipynb #a06c1721
 def write_metrics(cfg: TrainConfig, metrics: dict, trainer: Trainer | None = None, **extra) -> dict:
     "Add preset, device and train_time_s to `metrics`, write `<save_dir>/metrics.json`, return the dict."
     out = dict(preset=cfg.preset, device=str(trainer.device if trainer else pick_device(cfg.device)),
@@ -574,7 +592,7 @@ def human(n: float) -> str:
         if abs(n) >= div: return f"{n / div:.2f}{unit}"
     return str(int(n))
 
-# %% ../nbs/00_core.ipynb #cc4b7fdb
+# %% ../nbs/00_core.ipynb #3bd1f6c9
 def demo_problem(cfg: DemoConfig):
     "A noisy sine regression: (model, train dataset, loss_fn, eval_fn)."
     g = torch.Generator().manual_seed(cfg.seed)
@@ -583,7 +601,7 @@ def demo_problem(cfg: DemoConfig):
         return x, torch.sin(x) + cfg.noise * torch.randn(n, 1, generator=g)
     (xt, yt), (xv, yv) = make(cfg.n_train), make(cfg.n_val)
     torch.manual_seed(cfg.seed)
-    model = nn.Sequential(nn.Linear(1, cfg.hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(cfg.hidden, 1))
+    model = nn.Sequential(nn.Linear(1, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1))
     train = torch.utils.data.TensorDataset(xt, yt)
     loss_fn = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])
     def eval_fn(m):
@@ -592,6 +610,7 @@ def demo_problem(cfg: DemoConfig):
     return model, train, loss_fn, eval_fn
 
 def train_demo(cfg: DemoConfig, until: int | None = None) -> tuple[Trainer, dict]:
+    "Train the stand-in model (also under `torchrun`, see tests/test_distributed.py)."
     model, train, loss_fn, eval_fn = demo_problem(cfg)
     trainer = Trainer(model, cfg, train, loss_fn, eval_fn)
     return trainer, trainer.fit(until)
