@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="auto"); p.add_argument("--device", default=None)
     return parser
 
-# %% ../nbs/32_inference.ipynb #24f16b24
+# %% ../nbs/32_inference.ipynb #b89642d0
 USER_ERRORS = (CLIError, ValueError, FileNotFoundError, PermissionError, CheckpointError, NotImplementedError)
 
 def run_command(args) -> object:
@@ -123,6 +123,10 @@ def run_command(args) -> object:
                 if args.stage == "all": results[stage] = f"not built: {e}"; continue
                 raise
             results[stage] = bench(load_config(cfg_name, preset=resolve_preset(args.preset), device=args.device))
+        from muomni.core import measure_matmul_flops, pick_device
+        device = pick_device(args.device or "auto")
+        results["machine"] = dict(device=str(device), threads=__import__("torch").get_num_threads(),
+                                  matmul_tflops_fp32=round(measure_matmul_flops(device) / 1e12, 3))
         print(json.dumps(results, indent=2, default=str))
         return results
     raise CLIError(f"unknown command {args.command}")

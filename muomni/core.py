@@ -21,8 +21,8 @@ __all__ = ['PRESETS', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'project_ro
            'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything', 'amp_dtype_for', 'autocast',
            'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
            'warmup_cosine', 'StepBatchSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
-           'init_distributed', 'barrier', 'Trainer', 'write_metrics', 'count_parameters', 'human', 'demo_problem',
-           'train_demo']
+           'init_distributed', 'barrier', 'Trainer', 'write_metrics', 'count_parameters', 'human',
+           'measure_matmul_flops', 'time_it', 'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -592,7 +592,29 @@ def human(n: float) -> str:
         if abs(n) >= div: return f"{n / div:.2f}{unit}"
     return str(int(n))
 
-# %% ../nbs/00_core.ipynb #3bd1f6c9
+# %% ../nbs/00_core.ipynb #c72fc4b1
+def measure_matmul_flops(device: str | torch.device = "cpu", n: int = 1024, dtype=torch.float32, seconds: float = 1.0) -> float:
+    "FLOP/s of an n x n matrix multiply on `device` (the ceiling a model's FLOP/s is compared with)."
+    device = pick_device(str(device)) if not isinstance(device, torch.device) else device
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b; sync()
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b; reps += 1
+    sync()
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+def time_it(fn, warmup: int = 1, min_seconds: float = 2.0, device: torch.device | None = None) -> float:
+    "Seconds per call of `fn`, after `warmup` calls, averaged over at least `min_seconds`."
+    sync = torch.cuda.synchronize if (device is not None and device.type == "cuda") else (lambda: None)
+    for _ in range(warmup): fn()
+    sync(); n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < min_seconds: fn(); n += 1
+    sync()
+    return (time.perf_counter() - t0) / n
+
+# %% ../nbs/00_core.ipynb #8864ef48
 def demo_problem(cfg: DemoConfig):
     "A noisy sine regression: (model, train dataset, loss_fn, eval_fn)."
     g = torch.Generator().manual_seed(cfg.seed)
