@@ -1,0 +1,158 @@
+"Stage B (muomni.audio): bad input, shapes, decoding, loading and transcription (fast; no training run)."
+import json, math
+import numpy as np
+import pytest
+import torch
+
+from muomni.core import load_config, save_checkpoint, CheckpointError
+from muomni import audio as A
+from muomni import data
+
+
+@pytest.fixture(scope="module")
+def small_cfg():
+    return load_config("audio_enc_tiny", preset="smoke")
+
+
+@pytest.fixture(scope="module")
+def model(small_cfg):
+    torch.manual_seed(0)
+    return A.AudioEncoder(small_cfg).eval()
+
+
+def test_tiny_parameter_count():
+    cfg = load_config("audio_enc_tiny")
+    m = A.AudioEncoder(cfg)
+    n = sum(p.numel() for p in m.parameters())
+    assert abs(n - 2.05e6) / 2.05e6 < 0.01
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.n_mels) == (192, 4, 3, 768, 128)
+
+
+def test_config_rejects_unknown_and_bad_types(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps({"kind": "audio", "d_modell": 3}))
+    with pytest.raises(ValueError, match="d_modell"): load_config(p)
+    p.write_text(json.dumps({"kind": "audio", "d_model": "big"}))
+    with pytest.raises(ValueError, match="d_model"): load_config(p)
+
+
+def test_bad_architecture_values():
+    with pytest.raises(ValueError, match="power of two"): A.AudioEncoder(load_config({"kind": "audio", "downsample": 3}))
+    with pytest.raises(ValueError, match="divisible"): A.AudioEncoder(load_config({"kind": "audio", "d_model": 100, "n_heads": 3}))
+
+
+def test_forward_shapes_and_padding_independence(model, small_cfg):
+    mel = torch.randn(2, 203, small_cfg.n_mels)
+    logits, n = model(mel, torch.tensor([203, 120]))
+    assert logits.shape == (2, 51, len(A.VOCAB)) and n.tolist() == [51, 30]
+    alone, n1 = model(mel[1:, :120], torch.tensor([120]))
+    torch.testing.assert_close(logits[1, :30], alone[0, :30], atol=1e-4, rtol=1e-4)
+
+
+def test_forward_rejects_wrong_mel_shape(model):
+    with pytest.raises(ValueError, match="log-mels"): model(torch.randn(2, 50, 80))
+    with pytest.raises(ValueError, match="log-mels"): model(torch.randn(50, 128))
+
+
+def test_encode_gives_12_5_hz_tokens(model, small_cfg):
+    wave = torch.randn(data.SAMPLE_RATE * 2)          # 2 s -> 200 mel frames -> 50 at 25 Hz -> 25 tokens
+    tok, n = model.encode(wave)
+    assert tok.shape[-1] == small_cfg.d_model and abs(int(n[0]) - 25) <= 1
+    tok2, n2 = model.encode([torch.randn(8000), torch.randn(2, 44100)], sample_rate=44100)
+    assert tok2.shape[0] == 2 and n2[0] < n2[1]
+
+
+def test_ctc_loss_finite_and_lengths(model, small_cfg):
+    batch = A.collate_speech([(torch.randn(160, small_cfg.n_mels), torch.tensor(A.encode_text("hello"))),
+                              (torch.randn(90, small_cfg.n_mels), torch.tensor(A.encode_text("hi")))])
+    model.train()
+    loss = A.ctc_loss(model, batch)
+    model.eval()
+    assert torch.isfinite(loss) and loss.item() > 0
+    loss.backward()
+
+
+def test_too_short_for_ctc_is_zeroed(model, small_cfg):
+    "An utterance with more characters than frames has infinite CTC loss; zero_infinity keeps training alive."
+    batch = A.collate_speech([(torch.randn(8, small_cfg.n_mels), torch.tensor(A.encode_text("a very long sentence")))])
+    assert A.ctc_loss(model, batch).item() == 0.0
+
+
+def test_greedy_and_beam_agree_on_a_clear_path():
+    seq = list("hh_ee_ll_ll_oo")
+    lg = torch.full((1, len(seq), len(A.VOCAB)), -12.0)
+    for t, s in enumerate(seq): lg[0, t, A.VOCAB.index(s)] = 0.0
+    assert A.greedy_decode(lg, torch.tensor([len(seq)])) == ["hello"]
+    assert A.beam_decode(lg[0].log_softmax(-1), beam_size=4) == "hello"
+    lm = A.CharNgramLM(4).fit(["hello world", "hello there"])
+    assert A.beam_decode(lg[0].log_softmax(-1), lm, beam_size=4) == "hello"
+
+
+def test_error_rates():
+    assert A.error_rates(["a b c"], ["a b c"]) == dict(cer=0.0, wer=0.0)
+    r = A.error_rates(["abcd efgh"], ["abcd"])
+    assert math.isclose(r["wer"], 0.5) and math.isclose(r["cer"], 5 / 9)
+    with pytest.raises(ValueError, match="hypotheses"): A.error_rates(["a"], [])
+
+
+def test_lm_is_a_distribution_and_roundtrips():
+    lm = A.CharNgramLM(3).fit(["the cat sat", "the dog sat"])
+    total = sum(math.exp(lm.logp("the ", c)) for c in data.CHARSET + "$")
+    assert math.isclose(total, 1.0, rel_tol=1e-6)
+    lm2 = A.CharNgramLM.from_state(lm.state_dict())
+    assert lm2.logp("the c", "a") == lm.logp("the c", "a")
+    with pytest.raises(ValueError, match="order"): A.CharNgramLM(0)
+
+
+@pytest.mark.parametrize("wave,sr", [
+    (torch.randn(16000 * 2), 16000),                  # mono 16 kHz
+    (torch.randn(2, 22050 * 2), 22050),               # stereo, channels first
+    (np.random.randn(8000 * 2, 2).astype("float32"), 8000),   # stereo, channels last, numpy
+])
+def test_transcribe_any_rate_and_channels(model, wave, sr):
+    model.lm = None
+    assert isinstance(A.transcribe(wave, sr, model=model), str)
+
+
+def test_transcribe_long_audio_is_chunked(model, monkeypatch):
+    model.lm = None
+    calls = []
+    orig = A.wave_to_mel
+    monkeypatch.setattr(A, "wave_to_mel", lambda w: calls.append(len(w)) or orig(w))
+    A.transcribe(torch.randn(16000 * 45), 16000, model=model)
+    assert len(calls) >= 3 and max(calls) <= model.cfg.chunk_s * 16000 and sum(calls) == 16000 * 45
+
+
+def test_transcribe_bad_input(model):
+    with pytest.raises(ValueError, match="1-D"): A.transcribe(torch.randn(2, 2, 100), 16000, model=model)
+    with pytest.raises(ValueError, match="sample rate"): A.transcribe(torch.randn(1000), 0, model=model)
+    assert A.transcribe(torch.zeros(10), 16000, model=model) == ""       # too short to hold speech
+
+
+def test_load_audio_encoder_roundtrip_and_errors(tmp_path, small_cfg, model):
+    ckpt = save_checkpoint(tmp_path / "final.pt", model, small_cfg)
+    m2 = A.load_audio_encoder(tmp_path)
+    for (k, a), b in zip(model.state_dict().items(), m2.state_dict().values()): assert torch.equal(a, b), k
+    assert not m2.training and m2.lm is None
+    with pytest.raises(FileNotFoundError): A.load_audio_encoder(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="final.pt"): A.load_audio_encoder(tmp_path / "empty")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError): A.load_audio_encoder(tmp_path / "junk.pt")
+    save_checkpoint(tmp_path / "other.pt", torch.nn.Linear(2, 2), {"kind": "vision"})
+    with pytest.raises(CheckpointError, match="audio"): A.load_audio_encoder(tmp_path / "other.pt")
+
+
+def test_length_bucket_sampler_resumable_and_complete():
+    lengths = torch.randint(20, 500, (257,))
+    s = A.LengthBucketSampler(lengths, 16, seed=3)
+    epoch = [i for j in range(s.per_epoch) for i in s.batch(j)]
+    assert len(epoch) == len(set(epoch)) == s.per_epoch * 16
+    assert A.LengthBucketSampler(lengths, 16, seed=3, start=5).batch(5) == s.batch(5)
+    tiny = A.LengthBucketSampler(torch.tensor([5, 6]), 4)       # fewer items than a batch
+    assert len(tiny.batch(0)) == 4
+
+
+def test_bench_smoke(small_cfg):
+    out = A.bench(small_cfg, steps=1, seconds=1.0)
+    assert out["train_utterances_per_s"] > 0 and out["transcribe_rtf"] > 0
