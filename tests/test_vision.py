@@ -1,0 +1,125 @@
+"Stage C (muomni.vision): bad input, checkpoints, classify, and a micro training run."
+import dataclasses, json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from muomni.core import CheckpointError, count_parameters, load_config, save_checkpoint
+from muomni import vision as V
+
+SHAPES, COLOURS = ["circle", "square", "triangle"], ["red", "green", "blue"]
+
+def small_cfg(tmp_path, **kw):
+    kw = dict(img_size=32, patch_size=8, shapes=SHAPES, colours=COLOURS, save_dir=str(tmp_path / "ckpt"),
+              data_dir=str(tmp_path / "data"), device="cpu") | kw
+    return load_config("vision_tiny", preset="smoke", **kw)
+
+def test_tiny_parameter_count_matches_book():
+    enc = V.VisionEncoder(load_config("vision_tiny"))
+    assert abs(count_parameters(enc) / 914e3 - 1) < 0.01
+    assert enc.n_patches == 196
+
+def test_presets_keep_the_architecture():
+    tiny = load_config("vision_tiny")
+    for preset in ("smoke", "laptop"):
+        c = load_config("vision_tiny", preset=preset)
+        assert (c.d_model, c.n_layers, c.n_heads, c.d_ff) == (tiny.d_model, tiny.n_layers, tiny.n_heads, tiny.d_ff)
+        assert c.img_size % c.patch_size == 0 and c.save_dir.startswith("checkpoints/vision_")
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="multiple"): V.VisionEncoder(load_config("vision_tiny", patch_size=15))
+    with pytest.raises(ValueError, match="divide"): V.VisionEncoder(load_config("vision_tiny", n_heads=3))
+    with pytest.raises(ValueError, match="img_sise"): load_config("vision_tiny", img_sise=3)
+    with pytest.raises(ValueError, match="shapes"): V.VisionClassifier(load_config("vision_tiny"))
+
+def test_encoder_outputs_and_bad_shapes(tmp_path):
+    enc = V.VisionEncoder(small_cfg(tmp_path)).eval()
+    cls, patches = enc(torch.zeros(2, 3, 32, 32))
+    assert cls.shape == (2, 128) and patches.shape == (2, 16, 128)
+    for bad in (torch.zeros(2, 3, 64, 64), torch.zeros(3, 32, 32), torch.zeros(2, 1, 32, 32)):
+        with pytest.raises(ValueError, match="expects images"): enc(bad)
+    att = enc.cls_attention(torch.zeros(2, 3, 32, 32))
+    assert att.shape == (2, 4, 4) and torch.allclose(att.sum((1, 2)), torch.ones(2), atol=1e-5)
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
+def test_open_image_any_mode(mode):
+    img = Image.new(mode, (17, 40))
+    assert V.open_image(img).mode == "RGB"
+    x = V.images_to_tensor(img, 32)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.uint8
+
+def test_open_image_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such"): V.open_image(tmp_path / "no_such.png")
+    bad = tmp_path / "truncated.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    with pytest.raises(ValueError, match="truncated.png"): V.open_image(bad)
+    with pytest.raises(TypeError, match="classify takes"): V.open_image(3.5)
+    with pytest.raises(ValueError, match="empty"): V.open_image(np.zeros((0, 5)))
+    with pytest.raises(ValueError): V.open_image(np.zeros((2, 2, 2, 2)))
+
+def test_arrays_and_tensors_are_images():
+    for im in (np.random.rand(10, 12), np.random.randint(0, 255, (8, 8, 3), dtype=np.uint8),
+               np.zeros((5, 5, 1)), torch.zeros(3, 9, 9, dtype=torch.uint8)):
+        assert V.open_image(im).mode == "RGB"
+
+def test_masked_ce_all_ignored_is_zero():
+    logits = torch.randn(4, 3, requires_grad=True)
+    loss = V.masked_ce(logits, torch.full((4,), V.IGNORE))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+def test_vary_digit_is_deterministic_and_keeps_ink():
+    digit = Image.fromarray(np.pad(np.full((20, 6), 255, np.uint8), 10))
+    a = V.vary_digit(digit, np.random.default_rng(3), 48)
+    b = V.vary_digit(digit, np.random.default_rng(3), 48)
+    assert a.size == (48, 48) and np.array_equal(np.asarray(a), np.asarray(b))
+    assert V.ink_mask(a).max() > 0.5
+
+def test_checkpoint_roundtrip_and_classify(tmp_path):
+    cfg = small_cfg(tmp_path)
+    model = V.VisionClassifier(cfg).eval()
+    path = save_checkpoint(tmp_path / "ckpt" / "final.pt", model, cfg)
+    loaded = V.load_vision(tmp_path / "ckpt")
+    pics = [Image.new("RGB", (40, 30), (200, 10, 10)), Image.new("L", (64, 64), 30)]
+    labels = V.classify(pics, loaded)
+    assert labels == model.classify(pics)
+    for lab in labels:
+        assert lab.startswith("digit ") or (lab.split()[0] in COLOURS and lab.split()[1] in SHAPES)
+    assert isinstance(V.classify(pics[0], str(path)), str)
+    enc = V.VisionEncoder.from_checkpoint(path)
+    assert isinstance(enc, V.VisionEncoder) and enc.img_size == 32
+
+def test_load_vision_bad_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError): V.load_vision(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="final.pt"): V.load_vision(tmp_path / "empty")
+    junk = tmp_path / "junk.pt"; junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError): V.load_vision(junk)
+    other = save_checkpoint(tmp_path / "other.pt", torch.nn.Linear(2, 2), dict(kind="thinker"))
+    with pytest.raises(ValueError, match="not a Stage C"): V.load_vision(other)
+    cfg = small_cfg(tmp_path)
+    wrong = save_checkpoint(tmp_path / "wrong.pt", V.VisionClassifier(cfg), cfg)
+    state = torch.load(wrong, weights_only=True)
+    state["model"]["encoder.pos_embed"] = torch.zeros(1, 5, 128)
+    torch.save(state, wrong)
+    with pytest.raises(CheckpointError, match="pos_embed"): V.load_vision(wrong)
+
+def test_micro_training_run(tmp_path):
+    cfg = small_cfg(tmp_path, max_steps=3, val_freq=0, n_train_shapes=24, n_val_shapes=8, n_heldout_combo=8,
+                    shapes=[], colours=[])
+    data = V.vision_data(cfg)
+    assert cfg.shapes and cfg.colours
+    for k in ("train", "val_shapes", "val_combo", "val_digits"): assert len(data[k]) > 0
+    metrics = V.train_vision(cfg, data, plot=False)
+    for k in ("accuracy", "digits_accuracy", "heldout_combo_accuracy", "preset", "device", "train_time_s"): assert k in metrics
+    saved = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
+    assert saved["accuracy"] == metrics["accuracy"]
+    assert (tmp_path / "data" / "vision").exists()
+    assert isinstance(V.classify(Image.new("RGB", (10, 10)), tmp_path / "ckpt"), str)
+
+def test_bench_reports_images_per_second(tmp_path):
+    out = V.bench(small_cfg(tmp_path, batch_size=4), steps=1, warmup=1)
+    assert out["train_images_per_s"] > 0 and out["infer_images_per_s"] > 0
