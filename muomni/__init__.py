@@ -4,6 +4,7 @@ Modules:
 
 - `muomni.audio`: AuT-Tiny: log-mel frames, a strided convolution front end and four transformer blocks, trained with CTC to spell what it hears. Measured on voices *and* sentences it never heard.
 - `muomni.data`: Offline data for every stage: a Shakespeare corpus, speech synthesised with espeak-ng, procedural shapes, handwritten digits, loaders for real datasets, and the one log-mel definition every stage shares.
+- `muomni.omni`: Projectors from the vision and audio encoders into the Thinker, multimodal supervised fine-tuning on real targets, and the `Omni` model that answers questions about pictures and speech and speaks its answers.
 - `muomni.thinker`: A byte-level BPE tokenizer and a small decoder-only language model (the *Thinker*), trained live on Shakespeare with held-out plays for validation.
 - `muomni.vision`: Patch embedding, a CLS token and four transformer blocks turn a picture into 128-dimensional tokens; trained on procedural shapes and real handwritten digits, scored on images it never saw."""
 

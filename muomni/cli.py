@@ -15,7 +15,7 @@ from .core import CheckpointError, load_config
 __all__ = ['TRAIN_COMMANDS', 'BENCH_MODULES', 'USER_ERRORS', 'CLIError', 'stage_function', 'parse_sets', 'add_train_args',
            'config_from_args', 'build_parser', 'run_command', 'main']
 
-# %% ../nbs/32_inference.ipynb #e8af95d5
+# %% ../nbs/32_inference.ipynb #22124a18
 TRAIN_COMMANDS = {
     "train-text":      ("configs/thinker_tiny.json",   "muomni.thinker", "train_text",      "Stage A: Thinker language model"),
     "train-audio-enc": ("configs/audio_enc_tiny.json", "muomni.audio",   "train_audio_enc", "Stage B: audio encoder (CTC ASR)"),
@@ -24,7 +24,8 @@ TRAIN_COMMANDS = {
     "sft-omni":        ("configs/omni_sft_tiny.json",  "muomni.omni",    "sft_omni",        "Stage E: multimodal SFT"),
 }
 BENCH_MODULES = dict(thinker=("muomni.thinker", "thinker_tiny"), audio=("muomni.audio", "audio_enc_tiny"),
-                     vision=("muomni.vision", "vision_tiny"), talker=("muomni.talker", "talker_tiny"))
+                     vision=("muomni.vision", "vision_tiny"), talker=("muomni.talker", "talker_tiny"),
+                     omni=("muomni.omni", "omni_sft_tiny"))
 
 class CLIError(Exception):
     "An error the CLI reports in one line, exiting with status 2."
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="auto"); p.add_argument("--device", default=None)
     return parser
 
-# %% ../nbs/32_inference.ipynb #b89642d0
+# %% ../nbs/32_inference.ipynb #38daa173
 USER_ERRORS = (CLIError, ValueError, FileNotFoundError, PermissionError, CheckpointError, NotImplementedError)
 
 def run_command(args) -> object:
@@ -110,7 +111,7 @@ def run_command(args) -> object:
         return run(preset=args.preset, stages=args.stages, out_dir=args.out, parallel=args.parallel,
                    data_dir=args.data_dir, ckpt_dir=args.ckpt_dir)
     if args.command == "chat":
-        return stage_function("muomni.infer", "chat_main", "chat (Stage E inference)")(args)
+        return stage_function("muomni.omni", "chat_main", "chat (Stage E inference)")(args)
     if args.command == "update-configs":
         return stage_function("muomni.pipeline", "update_configs", "update-configs")(args.configs, dry_run=args.dry_run)
     if args.command == "bench":
