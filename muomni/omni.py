@@ -25,11 +25,11 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'OmniConfig', 'stage_dir',
            'checkpoint_in', 'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part',
-           'load_parts', 'user_turn', 'char_ids', 'chat_example', 'Projector', 'Omni', 'collate', 'SFTData',
-           'LengthBatches', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer',
+           'load_parts', 'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'Omni', 'collate',
+           'SFTData', 'LengthBatches', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer',
            'record_example', 'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records',
-           'speech_voice_split', 'spoken_clips', 'build_sft_data', 'word_error_rate', 'evaluate_sft', 'save_components',
-           'seconds_per_step', 'sft_omni', 'chat_main', 'bench']
+           'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate', 'evaluate_sft',
+           'save_components', 'seconds_per_step', 'sft_omni', 'chat_main', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -44,7 +44,8 @@ class OmniConfig(TrainConfig):
     vision_pool: int = 1             # average-pool the patch grid by this factor before projecting
     projector: str = "linear"        # linear | mlp
     audio_features: str = "mean"     # mean: the encoder's 12.5 Hz frames (pairs of 25 Hz frames averaged, the book's 192
-                                     # wide); stack: the pair side by side (384); stack_ctc: plus the CTC log-posteriors
+                                     # wide); stack: the pair side by side (384); stack_ctc: plus the CTC log-posteriors;
+                                     # ctc_segments: one token per character the encoder's CTC head emits
     asr_target: str = "bpe"          # bpe: transcripts as ordinary tokens; chars: one token per character
     freeze_encoders: bool = True     # encoders in eval mode without gradients (their features are computed once;
                                      # sft_omni supports only this)
@@ -182,6 +183,32 @@ def chat_example(tok, answer: str, text: str | None = None, n_image: int = 0, n_
     reply = (char_ids(tok, answer) if char_level else tok.encode(answer)) + [tok.token_id("<|end|>")]
     return prompt + reply, [IGNORE] * len(prompt) + reply
 
+# %% ../nbs/31_stage_e.ipynb #6a1c0e01
+def ctc_segments(frames: torch.Tensor, log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0):
+    """Pool frames (B, T, d) into one token per emitted CTC character: consecutive frames with the same non-blank
+    argmax of `log_probs` (B, T, V) form a segment; blank frames are dropped. Returns the tokens
+    (B, S, d + V: mean frame and mean log-posteriors of each segment) and the (B,) segment counts; an utterance in
+    which nothing is emitted keeps one token, the mean of all its frames."""
+    B, T, _ = frames.shape
+    x = torch.cat([frames, log_probs], -1)
+    valid = torch.arange(T, device=x.device)[None] < lengths[:, None]
+    label = log_probs.argmax(-1).masked_fill(~valid, blank)
+    prev = F.pad(label, (1, 0), value=blank)[:, :-1]
+    starts = (label != blank) & (label != prev)
+    seg = starts.long().cumsum(1) - 1                                        # segment index of every frame
+    keep = label != blank
+    counts = starts.sum(1)
+    S = max(1, int(counts.max()))
+    idx = (torch.arange(B, device=x.device)[:, None] * S + seg.clamp(min=0))[keep]
+    sums = torch.zeros(B * S, x.shape[-1], device=x.device, dtype=x.dtype).index_add_(0, idx, x[keep])
+    n = torch.zeros(B * S, device=x.device, dtype=x.dtype).index_add_(0, idx, torch.ones_like(idx, dtype=x.dtype))
+    out = (sums / n.clamp(min=1)[:, None]).view(B, S, -1)
+    empty = counts == 0
+    if empty.any():                                                          # silence: one token, the mean of the frames
+        mean = (x * valid[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(x.dtype)
+        out[empty, 0] = mean[empty]
+    return out, counts.clamp(min=1)
+
 # %% ../nbs/31_stage_e.ipynb #d8cbfd57
 class Projector(nn.Module):
     "Encoder features (..., d_in) -> soft tokens (..., d_model): linear or 2-layer MLP, then a LayerNorm."
@@ -201,8 +228,8 @@ class Omni(nn.Module):
         if cfg.vision_tokens not in ("cls", "patches", "both"):
             raise ValueError(f"vision_tokens must be cls, patches or both, got {cfg.vision_tokens!r}")
         if cfg.vision_pool < 1: raise ValueError(f"vision_pool must be >= 1, got {cfg.vision_pool}")
-        if cfg.audio_features not in ("mean", "stack", "stack_ctc"):
-            raise ValueError(f"audio_features must be mean, stack or stack_ctc, got {cfg.audio_features!r}")
+        if cfg.audio_features not in ("mean", "stack", "stack_ctc", "ctc_segments"):
+            raise ValueError(f"audio_features must be mean, stack, stack_ctc or ctc_segments, got {cfg.audio_features!r}")
         if cfg.asr_target not in ("bpe", "chars"): raise ValueError(f"asr_target must be bpe or chars, got {cfg.asr_target!r}")
         if tokenizer.vocab_size != thinker.cfg.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens, the Thinker {thinker.cfg.vocab_size}")
@@ -236,6 +263,7 @@ class Omni(nn.Module):
         "Width of one 12.5 Hz audio token before the projector."
         d = self.audio.cfg.d_model
         if self.cfg.audio_features == "mean": return d
+        if self.cfg.audio_features == "ctc_segments": return d + self.audio.ctc_head.out_features
         return self.audio_stack * (d + (self.audio.ctc_head.out_features if self.cfg.audio_features == "stack_ctc" else 0))
 
     @property
@@ -265,9 +293,12 @@ class Omni(nn.Module):
         return normalize(images_to_tensor(images, self.vision.encoder.img_size)).to(self.device)
 
     def audio_tokens(self, mels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "Log-mels (B, T, n_mels) -> (12.5 Hz audio tokens (B, T', audio_width), (B,) counts), as `cfg.audio_features` says."
+        "Log-mels (B, T, n_mels) -> (audio tokens (B, T', audio_width), (B,) counts): 12.5 Hz frames or CTC segments, per `cfg.audio_features`."
         if self.cfg.audio_features == "mean": return self.audio.encode(mels, lengths)
         x, n = self.audio.features(mels, lengths)                     # 25 Hz
+        if self.cfg.audio_features == "ctc_segments":
+            from muomni.audio import BLANK
+            return ctc_segments(x, self.audio.ctc_head(x).float().log_softmax(-1).to(x.dtype), n, BLANK)
         if self.cfg.audio_features == "stack_ctc": x = torch.cat([x, self.audio.ctc_head(x).float().log_softmax(-1)], -1)
         k = self.audio_stack
         if x.shape[1] % k: x = F.pad(x, (0, 0, 0, k - x.shape[1] % k))
@@ -529,6 +560,14 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
                 train_voices=len(voices["train"]), val_voices=len(voices["val"]), image_encode_s=round(t_img, 1),
                 audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
     return dict(train=SFTData(examples, images, audio, tok.pad_id), val=val, text=(windows, n_chars), info=info, speech=speech)
+
+# %% ../nbs/31_stage_e.ipynb #6a1c0e04
+def count_samples(cfg: OmniConfig) -> int:
+    "Training examples of one Stage E epoch, from the config's data recipe."
+    from muomni.data import digits_dataset
+    n_digits = min(cfg.n_digits, sum(1 for _ in digits_dataset(split="train", seed=cfg.seed)))
+    n = cfg.n_shape_images * cfg.questions_per_image + min(cfg.n_captions, cfg.n_shape_images) + n_digits + cfg.n_asr + cfg.n_spoken
+    return n + (round(cfg.text_fraction / (1 - cfg.text_fraction) * n) if 0 < cfg.text_fraction < 1 else 0)
 
 # %% ../nbs/31_stage_e.ipynb #534df282
 def word_error_rate(refs: list[str], hyps: list[str]) -> tuple[float, float]:

@@ -23,11 +23,11 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
                          amp_dtype_for, autocast)
 
 # %% auto #0
-__all__ = ['DOMAINS', 'DIGITS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'VisionConfig', 'Attention', 'Block', 'VisionEncoder',
-           'VisionClassifier', 'open_image', 'pad_square', 'to_model_size', 'images_to_tensor', 'ink_mask',
-           'vary_digit', 'VisionSet', 'AugmentCollate', 'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss',
-           'predict', 'correct', 'vision_eval_fn', 'fit_steps_to_time', 'train_vision', 'checkpoint_file',
-           'load_vision', 'classify', 'bench']
+__all__ = ['DOMAINS', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'VisionConfig', 'Attention', 'Block', 'conv_stem',
+           'patch_embedding', 'VisionEncoder', 'VisionClassifier', 'open_image', 'pad_square', 'to_model_size',
+           'images_to_tensor', 'ink_mask', 'vary_digit', 'VisionSet', 'AugmentCollate', 'label_fields',
+           'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss', 'predict', 'correct', 'vision_eval_fn',
+           'fit_steps_to_time', 'train_vision', 'count_samples', 'checkpoint_file', 'load_vision', 'classify', 'bench']
 
 # %% ../nbs/29_stage_c.ipynb #c92b9c31
 @register_config("vision")
@@ -36,6 +36,8 @@ class VisionConfig(TrainConfig):
     "ViT-Tiny and the Stage C data (defaults: the book's tiny values)."
     img_size: int = 224
     patch_size: int = 16
+    stem: str = "patch"                  # patch: the book's one strided Conv2d; conv: a stack of 3x3 stride-2 convolutions
+    stem_width: int = 32                 # channels of the first conv of the conv stem (doubling at each stride)
     in_channels: int = 3
     d_model: int = 128
     n_layers: int = 4
@@ -51,6 +53,8 @@ class VisionConfig(TrainConfig):
     label_smoothing: float = 0.0
     shapes: list = field(default_factory=list)    # head label names, filled from the data
     colours: list = field(default_factory=list)
+    counts: list = field(default_factory=list)    # optional heads (empty: none): how many objects, where the one object is
+    positions: list = field(default_factory=list)
 
 # %% ../nbs/29_stage_c.ipynb #528c92f4
 class Attention(nn.Module):
@@ -86,6 +90,22 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
+# %% ../nbs/29_stage_c.ipynb #5c0a1e01
+def conv_stem(in_channels: int, d_model: int, patch_size: int, width: int = 32) -> nn.Sequential:
+    "log2(patch_size) 3x3 stride-2 conv + BatchNorm + GELU layers (widths doubling from `width`), then a 1x1 conv to d_model."
+    n = int(math.log2(patch_size))
+    if 2 ** n != patch_size: raise ValueError(f"a conv stem needs a power-of-two patch_size, got {patch_size}")
+    chans = [in_channels] + [min(width * 2 ** i, d_model) for i in range(n)]
+    layers = []
+    for a, b in zip(chans[:-1], chans[1:]): layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+    return nn.Sequential(*layers, nn.Conv2d(chans[-1], d_model, 1))
+
+def patch_embedding(cfg: VisionConfig) -> nn.Module:
+    "Pictures (B, C, S, S) -> patch features (B, d_model, S/patch, S/patch): the book's strided Conv2d or a conv stem."
+    if cfg.stem == "patch": return nn.Conv2d(cfg.in_channels, cfg.d_model, cfg.patch_size, stride=cfg.patch_size)
+    if cfg.stem == "conv": return conv_stem(cfg.in_channels, cfg.d_model, cfg.patch_size, cfg.stem_width)
+    raise ValueError(f"stem must be 'patch' or 'conv', got {cfg.stem!r}")
+
 # %% ../nbs/29_stage_c.ipynb #7ec332d7
 class VisionEncoder(nn.Module):
     "ViT-Tiny: patch embedding, CLS token, learned positions, pre-norm blocks, final norm -> (cls, patch tokens)."
@@ -96,7 +116,7 @@ class VisionEncoder(nn.Module):
         self.img_size, self.patch_size, self.in_channels, self.d_model = cfg.img_size, cfg.patch_size, cfg.in_channels, cfg.d_model
         self.grid = cfg.img_size // cfg.patch_size
         self.n_patches = self.grid ** 2
-        self.patch_embed = nn.Conv2d(cfg.in_channels, cfg.d_model, cfg.patch_size, stride=cfg.patch_size)
+        self.patch_embed = patch_embedding(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.n_patches + 1, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
@@ -147,16 +167,19 @@ class VisionEncoder(nn.Module):
 # %% ../nbs/29_stage_c.ipynb #4cdd5f2b
 DOMAINS = ("shape", "digit")
 DIGITS = tuple(str(d) for d in range(10))
+HEADS = ("domain", "shape", "colour", "digit", "count", "position")   # the label columns of a VisionSet, in order
 
 class VisionClassifier(nn.Module):
-    "A VisionEncoder with linear heads on its CLS token: domain, shape, colour and digit."
+    "A VisionEncoder with linear heads on its CLS token: domain, shape, colour, digit (+ count, position when configured)."
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         if not cfg.shapes or not cfg.colours:
             raise ValueError("VisionClassifier needs cfg.shapes and cfg.colours (label names); train_vision fills them from the data")
         self.cfg = cfg
         self.encoder = VisionEncoder(cfg)
-        self.labels = dict(domain=list(DOMAINS), shape=list(cfg.shapes), colour=list(cfg.colours), digit=list(DIGITS))
+        self.labels = dict(domain=list(DOMAINS), shape=list(cfg.shapes), colour=list(cfg.colours), digit=list(DIGITS),
+                           count=[str(c) for c in cfg.counts], position=list(cfg.positions))
+        self.labels = {k: v for k, v in self.labels.items() if v}
         self.heads = nn.ModuleDict({k: nn.Linear(cfg.d_model, len(v)) for k, v in self.labels.items()})
 
     def forward(self, images: torch.Tensor) -> dict:
@@ -263,7 +286,7 @@ def vary_digit(img: Image.Image, rng: np.random.Generator, size: int) -> Image.I
 IGNORE = -100
 
 class VisionSet(torch.utils.data.Dataset):
-    "Pictures (uint8, N x 3 x S x S), labels (N x 4: domain, shape, colour, digit) and captions."
+    "Pictures (uint8, N x 3 x S x S), labels (N x 6, the `HEADS` columns; IGNORE where a label does not apply) and captions."
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: list[str]):
         self.images, self.labels, self.captions = images, labels, captions
     def __len__(self): return len(self.images)
@@ -296,10 +319,11 @@ def _digit_items(cfg: VisionConfig, split: str):
 def _encode(cfg, pics, labels, captions) -> VisionSet:
     resize = to_model_size(cfg.img_size)
     images = torch.stack([resize(pad_square(open_image(p))) for p in pics]) if pics else torch.zeros(0, 3, cfg.img_size, cfg.img_size, dtype=torch.uint8)
-    return VisionSet(images, torch.tensor(labels, dtype=torch.long).reshape(-1, 4), captions)
+    return VisionSet(images, torch.tensor(labels, dtype=torch.long).reshape(-1, len(HEADS)), captions)
 
 def _shape_set(cfg, items):
-    lab = [(0, cfg.shapes.index(it["shape"]), cfg.colours.index(it["colour"]), IGNORE) for it in items]
+    lab = [(0, cfg.shapes.index(it["shape"]), cfg.colours.index(it["colour"]), IGNORE, cfg.counts.index(it["count"]),
+            IGNORE if it["position"] is None else cfg.positions.index(it["position"])) for it in items]
     return _encode(cfg, [it["image"] for it in items], lab, [f"{it['colour']} {it['shape']}" for it in items])
 
 def _digit_set(cfg, items, rng=None, copies: int = 0):
@@ -307,26 +331,31 @@ def _digit_set(cfg, items, rng=None, copies: int = 0):
     for it in items:
         for c in range(1 + copies):
             pics.append(it["image"] if c == 0 else vary_digit(it["image"], rng, _render_size(cfg)))
-            lab.append((1, IGNORE, IGNORE, int(it["label"]))); caps.append(f"digit {it['label']}")
+            lab.append((1, IGNORE, IGNORE, int(it["label"]), IGNORE, IGNORE)); caps.append(f"digit {it['label']}")
     return _encode(cfg, pics, lab, caps)
 
 def _concat(a: VisionSet, b: VisionSet) -> VisionSet:
     return VisionSet(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.captions + b.captions)
 
 # %% ../nbs/29_stage_c.ipynb #f061ac83
+def label_fields() -> dict:
+    "Label names of muomni.data's shapes (SHAPES, COLOURS, COUNTS, POSITIONS, in their order) as VisionConfig fields."
+    import muomni.data as D
+    return dict(shapes=list(D.SHAPES), colours=list(D.COLOURS), counts=list(D.COUNTS), positions=list(D.POSITIONS))
+
 def vision_label_names() -> tuple[list[str], list[str]]:
     "Shape and colour names of muomni.data (its SHAPES/COLOURS, in their order)."
-    import muomni.data as D
-    colours = getattr(D, "COLOURS", None) or getattr(D, "COLORS")
-    return list(D.SHAPES), list(colours)
+    f = label_fields()
+    return f["shapes"], f["colours"]
 
 def vision_data(cfg: VisionConfig, cache: bool = True) -> dict:
     """Render (or load from the cache) the Stage C splits: train, val_shapes, val_combo, val_digits, val_digits_varied.
-    Fills `cfg.shapes` / `cfg.colours` from the data when empty."""
-    if not cfg.shapes or not cfg.colours: cfg.shapes, cfg.colours = vision_label_names()
+    Fills the label names (`cfg.shapes`, `cfg.colours`, `cfg.counts`, `cfg.positions`) from the data when empty."""
+    for k, names in label_fields().items():
+        if not getattr(cfg, k): setattr(cfg, k, names)
     keys = ("img_size", "n_train_shapes", "n_val_shapes", "n_heldout_combo", "digit_renderings", "max_digits", "seed",
-            "shapes", "colours")
-    recipe = {k: getattr(cfg, k) for k in keys} | dict(version=3)
+            "shapes", "colours", "counts", "positions")
+    recipe = {k: getattr(cfg, k) for k in keys} | dict(version=4)
     tag = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = resolve_path(cfg.data_dir) / "vision" / f"stage_c_{tag}.pt"
     if cache and path.exists():
@@ -352,10 +381,10 @@ def masked_ce(logits, target, label_smoothing: float = 0.0):
     return F.cross_entropy(logits[keep].float(), target[keep], label_smoothing=label_smoothing)
 
 def vision_loss(model, batch, label_smoothing: float = 0.0) -> dict:
-    "Sum of the domain, shape, colour and digit cross-entropies on a (uint8 images, labels) batch."
+    "Sum of the heads' cross-entropies (domain, shape, colour, digit, ...) on a (uint8 images, labels) batch."
     images, labels = batch
     logits = model(normalize(images))
-    parts = {k: masked_ce(logits[k], labels[:, i], label_smoothing) for i, k in enumerate(("domain", "shape", "colour", "digit"))}
+    parts = {k: masked_ce(logits[k], labels[:, HEADS.index(k)], label_smoothing) for k in logits}
     return dict(loss=sum(parts.values()), **{f"ce_{k}": v.detach() for k, v in parts.items()})
 
 @torch.no_grad()
@@ -366,13 +395,13 @@ def predict(model: VisionClassifier, vs: VisionSet, batch_size: int = 256) -> tu
     for i in range(0, len(vs), batch_size):
         x, y = vs.images[i:i + batch_size].to(device), vs.labels[i:i + batch_size].to(device)
         logits = model(normalize(x))
-        loss += float(sum(masked_ce(logits[k], y[:, j]) for j, k in enumerate(("domain", "shape", "colour", "digit")))) * len(x)
+        loss += float(sum(masked_ce(logits[k], y[:, HEADS.index(k)]) for k in logits)) * len(x)
         n += len(x)
         for k in preds: preds[k].append(logits[k].argmax(-1).cpu())
     return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.long) for k, v in preds.items()}, loss / max(n, 1)
 
 def correct(pred: dict, labels: torch.Tensor) -> torch.Tensor:
-    "Per example: the domain and every label that applies are right."
+    "Per example: the domain and, where they apply, shape, colour and digit are right (count and position are scored apart)."
     ok = pred["domain"] == labels[:, 0]
     for j, k in ((1, "shape"), (2, "colour"), (3, "digit")):
         ok &= (labels[:, j] == IGNORE) | (pred[k] == labels[:, j])
@@ -391,6 +420,9 @@ def vision_eval_fn(data: dict):
                 out["accuracy"] = ok
                 out["shape_accuracy"] = (pred["shape"] == data[name].labels[:, 1]).float().mean().item()
                 out["colour_accuracy"] = (pred["colour"] == data[name].labels[:, 2]).float().mean().item()
+                for k in ("count", "position"):
+                    col, keep = data[name].labels[:, HEADS.index(k)], data[name].labels[:, HEADS.index(k)] != IGNORE
+                    if k in pred and keep.any(): out[f"{k}_accuracy"] = (pred[k][keep] == col[keep]).float().mean().item()
                 out["loss"] = loss
             elif name == "val_combo": out["heldout_combo_accuracy"] = ok
             elif name == "val_digits": out["digits_accuracy"] = ok; out["loss"] = (out.get("loss", loss) + loss) / 2
@@ -433,6 +465,11 @@ def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True,
                             images_per_s=round(trainer.step * cfg.batch_size * cfg.gradient_accumulation_steps / max(trainer.train_time_s, 1e-9), 1))
     return (metrics, trainer) if return_trainer else metrics
 
+# %% ../nbs/29_stage_c.ipynb #5c0a1e05
+def count_samples(cfg: VisionConfig) -> int:
+    "Training pictures of one Stage C epoch, from the config's recipe."
+    return cfg.n_train_shapes + len(_digit_items(cfg, "train")) * (1 + cfg.digit_renderings)
+
 # %% ../nbs/29_stage_c.ipynb #812896fa
 def checkpoint_file(path) -> Path:
     "A checkpoint file from a file or a save folder (final.pt, else best.pt, else last.pt)."
@@ -468,12 +505,12 @@ def classify(image, model: VisionClassifier | str | Path | None = None):
 def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
     "Training and inference images/s of ViT-Tiny at cfg's image size and batch size."
     device = pick_device(cfg.device)
-    conf = dataclasses.replace(cfg, shapes=cfg.shapes or ["shape"] * 5, colours=cfg.colours or ["colour"] * 7)
+    conf = dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in label_fields().items()})
     model = VisionClassifier(conf).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
-    y = torch.stack([torch.zeros(cfg.batch_size, dtype=torch.long), torch.zeros(cfg.batch_size, dtype=torch.long),
-                     torch.zeros(cfg.batch_size, dtype=torch.long), torch.full((cfg.batch_size,), IGNORE)], 1).to(device)
+    y = torch.zeros(cfg.batch_size, len(HEADS), dtype=torch.long, device=device)
+    y[:, HEADS.index("digit")] = IGNORE
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     amp = amp_dtype_for(device, cfg.use_amp, cfg.amp_dtype)
     for i in range(warmup + steps):
