@@ -29,7 +29,7 @@ __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QU
            'SFTData', 'LengthBatches', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer',
            'record_example', 'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records',
            'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate', 'evaluate_sft',
-           'save_components', 'seconds_per_step', 'sft_omni', 'chat_main', 'bench']
+           'save_components', 'seconds_per_step', 'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -792,45 +792,6 @@ def speak(self: Omni, text: str) -> tuple[torch.Tensor, int]:
         self._talker[0] = load_talker(path, device=str(self.device), codec_dir=codec if codec.is_dir() else None)
     from muomni.talker import speak
     return speak(text, self.talker)
-
-# %% ../nbs/31_stage_e.ipynb #99eec13f
-def _save_wave(path, wave, sr) -> Path:
-    import soundfile as sf
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), torch.as_tensor(wave).detach().float().cpu().numpy(), int(sr))
-    return path
-
-def chat_main(args) -> str | None:
-    "`muomni chat`: one answer (printed, optionally spoken into --speak), or an interactive multi-turn session."
-    import sys
-    omni = Omni.load(args.ckpt, device=getattr(args, "device", None) or "auto")
-    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    def reply(text, image, audio, history):
-        answer = omni.chat(text, image=image, audio=audio, history=history, **kw)
-        print(answer, flush=True)
-        if args.speak: print(f"(spoken answer written to {_save_wave(args.speak, *omni.speak(answer))})", file=sys.stderr)
-        return answer
-    if args.text or args.image or args.audio: return reply(args.text, args.image, args.audio, None)
-    history, image, audio = [], None, None
-    print("μOmni chat. Type a question; ':image PATH' / ':audio PATH' attach to the next one, ':reset', ':quit'.", file=sys.stderr)
-    while True:
-        try: line = input("you> ").strip()
-        except EOFError: break
-        if not line: continue
-        if line in (":quit", ":q", ":exit"): break
-        if line == ":reset": history, image, audio = [], None, None; continue
-        cmd, _, rest = line.partition(" ")
-        if cmd in (":image", ":audio"):
-            if not Path(rest.strip()).exists(): print(f"no such file: {rest.strip()}", file=sys.stderr); continue
-            if cmd == ":image": image = rest.strip()
-            else: audio = rest.strip()
-            continue
-        try: answer = reply(line, image, audio, history)
-        except (ValueError, FileNotFoundError) as e: print(f"error: {e}", file=sys.stderr); continue
-        history.append(dict(text=line, image=image, audio=audio, answer=answer))
-        image = audio = None
-    return None
 
 # %% ../nbs/31_stage_e.ipynb #de2260ea
 def bench(cfg: OmniConfig, steps: int = 5) -> dict:
