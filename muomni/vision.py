@@ -27,7 +27,7 @@ __all__ = ['DOMAINS', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', '
            'patch_embedding', 'VisionEncoder', 'VisionClassifier', 'open_image', 'pad_square', 'to_model_size',
            'images_to_tensor', 'ink_mask', 'vary_digit', 'VisionSet', 'AugmentCollate', 'label_fields',
            'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss', 'predict', 'correct', 'vision_eval_fn',
-           'fit_steps_to_time', 'train_vision', 'count_samples', 'checkpoint_file', 'load_vision', 'classify', 'bench']
+           'bench', 'fit_steps_to_time', 'train_vision', 'count_samples', 'checkpoint_file', 'load_vision', 'classify']
 
 # %% ../nbs/29_stage_c.ipynb #c92b9c31
 @register_config("vision")
@@ -433,6 +433,33 @@ def vision_eval_fn(data: dict):
     eval_fn.last = {}
     return eval_fn
 
+# %% ../nbs/29_stage_c.ipynb #783f282e
+def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
+    "Training and inference images/s of ViT-Tiny at cfg's image size and batch size."
+    device = pick_device(cfg.device)
+    conf = dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in label_fields().items()})
+    model = VisionClassifier(conf).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
+    y = torch.zeros(cfg.batch_size, len(HEADS), dtype=torch.long, device=device)
+    y[:, HEADS.index("digit")] = IGNORE
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    amp = amp_dtype_for(device, cfg.use_amp, cfg.amp_dtype)
+    for i in range(warmup + steps):
+        if i == warmup: sync(); t0 = time.time()
+        with autocast(device, amp): loss = vision_loss(model, (x, y))["loss"]
+        opt.zero_grad(); loss.backward(); opt.step()
+    sync(); train_ips = steps * cfg.batch_size / (time.time() - t0)
+    model.eval()
+    with torch.no_grad(), autocast(device, amp):
+        for i in range(warmup + steps):
+            if i == warmup: sync(); t0 = time.time()
+            model(normalize(x))
+    sync(); infer_ips = steps * cfg.batch_size / (time.time() - t0)
+    return dict(preset=cfg.preset, device=str(device), img_size=cfg.img_size, patch_size=cfg.patch_size,
+                batch_size=cfg.batch_size, amp=str(amp), encoder_parameters=count_parameters(model.encoder),
+                train_images_per_s=round(train_ips, 1), infer_images_per_s=round(infer_ips, 1))
+
 # %% ../nbs/29_stage_c.ipynb #33590a63
 def fit_steps_to_time(cfg: VisionConfig, probe_steps: int = 6) -> int:
     """With a time budget (`max_time_s`), time a few training steps on this machine now and lower `max_steps` so the
@@ -500,30 +527,3 @@ def classify(image, model: VisionClassifier | str | Path | None = None):
         if key not in _CLASSIFIERS: _CLASSIFIERS[key] = load_vision(key)
         model = _CLASSIFIERS[key]
     return model.classify(image)
-
-# %% ../nbs/29_stage_c.ipynb #783f282e
-def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
-    "Training and inference images/s of ViT-Tiny at cfg's image size and batch size."
-    device = pick_device(cfg.device)
-    conf = dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in label_fields().items()})
-    model = VisionClassifier(conf).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
-    y = torch.zeros(cfg.batch_size, len(HEADS), dtype=torch.long, device=device)
-    y[:, HEADS.index("digit")] = IGNORE
-    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    amp = amp_dtype_for(device, cfg.use_amp, cfg.amp_dtype)
-    for i in range(warmup + steps):
-        if i == warmup: sync(); t0 = time.time()
-        with autocast(device, amp): loss = vision_loss(model, (x, y))["loss"]
-        opt.zero_grad(); loss.backward(); opt.step()
-    sync(); train_ips = steps * cfg.batch_size / (time.time() - t0)
-    model.eval()
-    with torch.no_grad(), autocast(device, amp):
-        for i in range(warmup + steps):
-            if i == warmup: sync(); t0 = time.time()
-            model(normalize(x))
-    sync(); infer_ips = steps * cfg.batch_size / (time.time() - t0)
-    return dict(preset=cfg.preset, device=str(device), img_size=cfg.img_size, patch_size=cfg.patch_size,
-                batch_size=cfg.batch_size, amp=str(amp), encoder_parameters=count_parameters(model.encoder),
-                train_images_per_s=round(train_ips, 1), infer_images_per_s=round(infer_ips, 1))
