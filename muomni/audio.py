@@ -22,13 +22,15 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
                          pick_device, seed_everything, CheckpointError, StepBatchSampler, to_device, autocast,
                          amp_dtype_for)
 from . import data
+from .pipeline import flop_utilisation, train_step_flops
 
 # %% auto #0
 __all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
            'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels', 'cached_features', 'SpeechDataset',
            'LengthBucketSampler', 'SpeechTrainer', 'collate_speech', 'ctc_loss', 'greedy_decode', 'error_rates',
            'CharNgramLM', 'beam_decode', 'transcribe_features', 'make_eval_fn', 'speech_features', 'lm_texts',
-           'final_metrics', 'train_audio_enc', 'load_audio_encoder', 'transcribe', 'plot_alignment', 'bench']
+           'final_metrics', 'train_audio_enc', 'load_audio_encoder', 'transcribe', 'speech_manifest', 'count_samples',
+           'plot_alignment', 'bench']
 
 # %% ../nbs/28_stage_b.ipynb #d5088419
 @register_config("audio")
@@ -380,7 +382,8 @@ def beam_decode(log_probs, lm: CharNgramLM | None = None, beam_size: int = 8, lm
                 if s == BLANK:
                     e = nxt[prefix]; e[0] = _logaddexp(e[0], p_all + p); continue
                 ch = VOCAB[s]
-                if ch == " " and (not prefix or prefix[-1] == " "): continue   # no leading or double spaces
+                if ch == " " and (not prefix or prefix[-1] == " "):           # no leading or double spaces: the space
+                    e = nxt[prefix]; e[0] = _logaddexp(e[0], p_all + p); continue  # is absorbed like a blank
                 new = prefix + ch
                 e = nxt[new]
                 if prefix and prefix[-1] == ch:
@@ -530,6 +533,20 @@ def transcribe(wave, sample_rate: int = data.SAMPLE_RATE, model: AudioEncoder | 
     model.train(was_training)
     return " ".join(t for t in texts if t)
 
+# %% ../nbs/28_stage_b.ipynb #94aa747b
+def speech_manifest(cfg: AudioEncoderConfig, split: str = "train") -> Path:
+    "The manifest `muomni.data.speech_splits(cfg.preset, cfg.data_dir, cfg.data_seed)` writes for `split`."
+    return data.data_root(cfg.data_dir) / "audio" / f"espeak_{resolve_preset(cfg.preset)}_s{cfg.data_seed}" / split / "manifest.csv"
+
+def count_samples(cfg: AudioEncoderConfig) -> int:
+    "Training utterances of `cfg`'s speech set: its manifest's rows, or the recipe's count before it is built."
+    manifest = speech_manifest(cfg)
+    if manifest.exists(): return len(data.read_manifest(manifest))
+    n = data.SPEECH_PRESETS[resolve_preset(cfg.preset)]["n_train"]
+    print(f"note: {manifest} does not exist yet; counting the {n:,} utterances its recipe "
+          f"(muomni.data.SPEECH_PRESETS[{resolve_preset(cfg.preset)!r}]) will synthesise")
+    return n
+
 # %% ../nbs/28_stage_b.ipynb #c32643b5
 def plot_alignment(model: AudioEncoder, wave, sample_rate: int = data.SAMPLE_RATE, title: str = ""):
     "Log-mel of `wave` with the greedy CTC path (characters at the frames that emit them) and the blank probability."
@@ -576,14 +593,16 @@ def bench(cfg: AudioEncoderConfig, steps: int = 5, seconds: float = 3.0) -> dict
     t = time.perf_counter()
     for _ in range(steps): step()
     if dev.type == "cuda": torch.cuda.synchronize()
-    train_ups = steps * cfg.batch_size / (time.perf_counter() - t)
+    step_s = (time.perf_counter() - t) / steps
+    train_ups = cfg.batch_size / step_s
+    flops = flop_utilisation(train_step_flops(step), step_s, dev, amp)
     model.eval(); model.lm = None
     wave = torch.randn(10 * data.SAMPLE_RATE) * 0.1
     transcribe(wave, model=model)
     t = time.perf_counter(); transcribe(wave, model=model); rtf = (time.perf_counter() - t) / 10
     out = dict(train_utterances_per_s=round(train_ups, 1), utterance_s=seconds, batch_size=cfg.batch_size, amp=str(amp),
                threads=torch.get_num_threads(),
-               transcribe_rtf=round(rtf, 4), device=str(dev), params=count_parameters(model))
+               transcribe_rtf=round(rtf, 4), device=str(dev), params=count_parameters(model), **flops)
     if cfg.lm_order:
         model.lm = CharNgramLM(cfg.lm_order).fit(["the quick brown fox jumps over the lazy dog"] * 10)
         t = time.perf_counter(); transcribe(wave, model=model); out["transcribe_rtf_lm"] = round((time.perf_counter() - t) / 10, 4)

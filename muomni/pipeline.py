@@ -6,16 +6,22 @@ Docs: https://muomni.github.io/muomni/training_overview.html.md"""
 
 # %% ../nbs/26_training_overview.ipynb #6142ab08
 from __future__ import annotations
-import json, math, os, sys, time
+import dataclasses, json, math, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core import atomic_write, atomic_write_json, load_config, project_root, resolve_path, resolve_preset
+import torch
+from torch import nn
+
+from .core import (atomic_write, atomic_write_json, config_class, count_parameters, human, load_config,
+                         measure_matmul_flops, pick_device, project_root, resolve_path, resolve_preset)
 
 # %% auto #0
-__all__ = ['STAGES', 'Stage', 'select_stages', 'waves', 'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown',
-           'run_pipeline', 'epochs_for', 'schedule_for', 'production_path', 'update_configs']
+__all__ = ['STAGES', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves', 'plot_stage_graph',
+           'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'run_pipeline', 'epochs_for', 'schedule_for',
+           'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table', 'memory_estimate',
+           'measure_peak_memory', 'memory_table', 'train_step_flops', 'flop_utilisation']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -55,6 +61,35 @@ def waves(stages: list[Stage]) -> list[list[Stage]]:
         out.append(ready); done |= {s.key for s in ready}
         pending = [s for s in pending if s not in ready]
     return out
+
+# %% ../nbs/26_training_overview.ipynb #c203a411
+def plot_stage_graph(stages: list[Stage] = STAGES, ax=None):
+    "The stage graph as a matplotlib figure: a column per wave (its stages may run in parallel), an arrow per dependency."
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+    ws = waves(stages)
+    pos = {s.key: (i, (len(w) - 1) / 2 - j) for i, w in enumerate(ws) for j, s in enumerate(w)}
+    height = max(map(len, ws))
+    if ax is None: _, ax = plt.subplots(figsize=(2.4 * len(ws) + 0.5, 1.1 * height + 1.0), layout="constrained")
+    for s in stages:                                    # arrows first, boxes drawn over them
+        x, y = pos[s.key]
+        for d in s.deps:
+            if d not in pos: continue
+            span = x - pos[d][0]
+            ax.annotate("", xy=(x - 0.36, y), xytext=(pos[d][0] + 0.36, pos[d][1]), zorder=1,
+                        arrowprops=dict(arrowstyle="-|>", color="0.45", lw=1.0, shrinkA=0, shrinkB=0,
+                                        connectionstyle=f"arc3,rad={0.25 if span > 1 else 0.0}"))
+    for s in stages:
+        x, y = pos[s.key]
+        ax.add_patch(FancyBboxPatch((x - 0.36, y - 0.3), 0.72, 0.6, boxstyle="round,pad=0.02", zorder=2,
+                                    fc="#dbe9f6" if s.key != "data" else "#eeeeee", ec="0.3"))
+        ax.text(x, y + 0.12, s.key if s.key != "data" else "data", ha="center", va="center", fontweight="bold", zorder=3)
+        ax.text(x, y - 0.05, s.title, ha="center", va="center", fontsize=8, zorder=3)
+        ax.text(x, y - 0.2, s.notebook.removesuffix(".ipynb"), ha="center", va="center", fontsize=6.5, color="0.35", zorder=3)
+    for i in range(len(ws)): ax.text(i, height / 2 + 0.05, f"wave {i + 1}", ha="center", va="bottom", fontsize=8, color="0.35")
+    ax.set(xlim=(-0.5, len(ws) - 0.5), ylim=(-height / 2 - 0.1, height / 2 + 0.35))
+    ax.set_aspect("equal"); ax.axis("off")
+    return ax.figure
 
 # %% ../nbs/26_training_overview.ipynb #13476427
 def nbs_dir() -> Path: return project_root() / "nbs"
@@ -146,18 +181,26 @@ def production_path(value: str) -> str | None:
     return str(Path(value).with_name(twin.name)) if p.suffix and twin.exists() else None
 
 # %% ../nbs/26_training_overview.ipynb #a0f0229e
+SCALES = ("tiny", "medium", "large")
+
 def update_configs(configs_dir: str = "configs", dry_run: bool = False) -> dict:
-    "Rewrite the step settings of every `*_tiny.json` in `configs_dir` from its data size; return {file: changes}."
+    """Rewrite the step settings of every `*_tiny.json`, `*_medium.json` and `*_large.json` in `configs_dir` from
+    its data size; return {file: changes}. A config whose samples cannot be counted yet (its data is not built)
+    is reported and left as it is."""
     import difflib
     changes = {}
-    for f in sorted(resolve_path(configs_dir).glob("*_tiny.json")):
+    files = sorted(f for scale in SCALES for f in resolve_path(configs_dir).glob(f"*_{scale}.json"))
+    for f in files:
         raw = json.loads(f.read_text(encoding="utf-8"))
         try: cfg = load_config(f)
         except NotImplementedError as e: print(f"{f.name}: {e}; left as it is"); continue
         module = sys.modules[type(cfg).__module__]
         if not hasattr(module, "count_samples"):
             print(f"{f.name}: {module.__name__} has no count_samples(cfg); left as it is"); continue
-        n = module.count_samples(cfg)
+        try: n = module.count_samples(cfg)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"{f.name}: cannot count its samples yet ({e}); left as it is")
+            changes[f.name] = dict(samples=None, error=str(e), changes={}); continue
         new = dict(raw, **schedule_for(n, cfg.batch_size, cfg.gradient_accumulation_steps))
         for key, value in raw.items():
             if isinstance(value, str) and key != "save_dir" and (twin := production_path(value)): new[key] = twin
@@ -165,7 +208,225 @@ def update_configs(configs_dir: str = "configs", dry_run: bool = False) -> dict:
         changes[f.name] = dict(samples=n, changes=diff)
         if not diff: print(f"{f.name}: up to date ({n} samples)"); continue
         old_txt, new_txt = json.dumps(raw, indent=2) + "\n", json.dumps(new, indent=2) + "\n"
+        print(f"{f.name}: {n:,} training samples per epoch")
         print("".join(difflib.unified_diff(old_txt.splitlines(True), new_txt.splitlines(True), f"a/{f.name}", f"b/{f.name}")))
         if not dry_run: atomic_write(f, lambda t: Path(t).write_text(new_txt, encoding="utf-8"))
     if dry_run: print("(dry run: nothing written)")
     return changes
+
+# %% ../nbs/26_training_overview.ipynb #6680b89a
+BOOK_PARAMS = {"Thinker": 20.32e6, "AudioEncoder": 2.05e6, "VisionEncoder": 914e3, "Talker": 2.24e6, "total": 25.65e6}
+STAGE_CONFIG_NAMES = dict(thinker="thinker", audio="audio_enc", vision="vision", talker="talker", omni="omni_sft")
+
+def scaled_config(kind: str, preset: str = "tiny"):
+    "The config of stage `kind` (thinker, audio, vision, talker, omni) at `preset` (tiny, medium, large, ...)."
+    if kind not in STAGE_CONFIG_NAMES: raise ValueError(f"unknown stage kind {kind!r}; one of {list(STAGE_CONFIG_NAMES)}")
+    return load_config(f"{STAGE_CONFIG_NAMES[kind]}_tiny", preset=preset)
+
+def build_model(cfg, device: str | torch.device = "meta") -> nn.Module:
+    "The model a stage config describes (Thinker, AudioEncoder, VisionEncoder or Talker), built on `device`."
+    kind = type(cfg).kind_name
+    with torch.device(device):
+        if kind == "thinker":
+            from muomni.thinker import Thinker; return Thinker(cfg)
+        if kind == "audio":
+            from muomni.audio import AudioEncoder; return AudioEncoder(cfg)
+        if kind == "vision":
+            from muomni.vision import VisionEncoder; return VisionEncoder(cfg)
+        if kind == "talker":
+            from muomni.talker import Talker, PAD, SIL, UNK; return Talker(cfg, [PAD, SIL, UNK])
+    raise ValueError(f"build_model: no model for config kind {kind!r}")
+
+def _dims(cfg) -> str:
+    return f"d_model={cfg.d_model}, n_layers={cfg.n_layers}, n_heads={cfg.n_heads}, d_ff={cfg.d_ff}"
+
+def _projector_params(d_in: int, d_out: int, kind: str) -> int:
+    from muomni.omni import Projector
+    with torch.device("meta"): return count_parameters(Projector(d_in, d_out, kind))
+
+def _audio_token_width(audio_cfg, omni_cfg) -> int:
+    "Width of one audio token before Stage E's projector (see `Omni.audio_width`)."
+    from muomni.audio import VOCAB
+    if omni_cfg.audio_features == "mean": return audio_cfg.d_model
+    return 2 * (audio_cfg.d_model + (len(VOCAB) if omni_cfg.audio_features == "stack_ctc" else 0))
+
+def parameter_table(preset: str = "tiny") -> tuple[list[dict], str]:
+    """Parameter counts of the four components at `preset` beside the book's (tiny only), plus the parts the book's
+    rows leave out; returns (rows, markdown). Models are built on the meta device."""
+    cfgs = {k: scaled_config(k, preset) for k in STAGE_CONFIG_NAMES}
+    models = {k: build_model(cfgs[k]) for k in ("thinker", "audio", "vision", "talker")}
+    book = BOOK_PARAMS if preset == "tiny" else {}
+    talker_core = models["talker"].core_parameters()
+    rows = [dict(component="Thinker", config=_dims(cfgs["thinker"]), measured=count_parameters(models["thinker"]),
+                 counted="all (embedding, blocks, norm, LM head)"),
+            dict(component="AudioEncoder", config=_dims(cfgs["audio"]), measured=count_parameters(models["audio"]),
+                 counted="front end, blocks (with conv modules), norm, CTC head"),
+            dict(component="VisionEncoder", config=_dims(cfgs["vision"]), measured=count_parameters(models["vision"]),
+                 counted="patch embedding, CLS, positions, blocks, norm (no classifier heads)"),
+            dict(component="Talker", config=_dims(cfgs["talker"]), measured=talker_core,
+                 counted="core: code embeddings, blocks, norm (no phoneme conditioner, no codec)")]
+    rows.append(dict(component="total", config="the four rows above", measured=sum(r["measured"] for r in rows), counted=""))
+    for r in rows:
+        r["book"] = book.get(r["component"])
+        r["diff_pct"] = None if r["book"] is None else round(100 * (r["measured"] / r["book"] - 1), 2)
+    from muomni.talker import RVQCodec, codec_config
+    from muomni.vision import DIGITS, DOMAINS, vision_label_names
+    with torch.device("meta"): codec = count_parameters(RVQCodec(codec_config(cfgs["talker"])))
+    shapes, colours = vision_label_names()
+    d_t, d_v, omni = cfgs["thinker"].d_model, cfgs["vision"].d_model, cfgs["omni"]
+    d_a = _audio_token_width(cfgs["audio"], omni)
+    extra = [dict(component="Talker phoneme conditioner", config=f"phone_dim={cfgs['talker'].phone_dim} (3 symbols)",
+                  measured=count_parameters(models["talker"].cond), counted="not in the book's rows (grows with the phoneme set)"),
+             dict(component="RVQ codec", config=f"{cfgs['talker'].codebooks} x {cfgs['talker'].codebook_size} codes",
+                  measured=codec, counted="not in the book's rows"),
+             dict(component="vision -> Thinker projector", config=f"{omni.projector} {d_v} -> {d_t}",
+                  measured=_projector_params(d_v, d_t, omni.projector), counted="Stage E, not in the book's rows"),
+             dict(component="audio -> Thinker projector", config=f"{omni.projector} {d_a} -> {d_t}",
+                  measured=_projector_params(d_a, d_t, omni.projector), counted="Stage E, not in the book's rows"),
+             dict(component="Stage C classifier heads", config=f"{len(DOMAINS) + len(shapes) + len(colours) + len(DIGITS)} classes",
+                  measured=(d_v + 1) * (len(DOMAINS) + len(shapes) + len(colours) + len(DIGITS)), counted="dropped after Stage C")]
+    for r in extra: r.update(book=None, diff_pct=None)
+    fmt = lambda n: "" if n is None else human(n)
+    pct = lambda d: "" if d is None else f"{d:+.2f} %"
+    md = [f"| component ({preset}) | config | book | measured | difference | what is counted |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['component']} | {r['config']} | {fmt(r['book'])} | {r['measured']:,} ({human(r['measured'])}) | "
+           f"{pct(r['diff_pct'])} | {r['counted']} |" for r in rows + extra]
+    return rows + extra, "\n".join(md) + "\n"
+
+# %% ../nbs/26_training_overview.ipynb #94aad5eb
+def _as_model_and_cfg(cfg_or_model):
+    if isinstance(cfg_or_model, nn.Module):
+        if not hasattr(cfg_or_model, "cfg"): raise ValueError("memory_estimate needs a model with a .cfg (a muomni model) or a config")
+        return cfg_or_model, cfg_or_model.cfg
+    return build_model(cfg_or_model, "meta"), cfg_or_model
+
+def memory_estimate(cfg_or_model, batch_size: int | None = None, ctx_len: int | None = None, bytes_per_value: int = 4) -> dict:
+    """The book's training-memory formula for a config or model: 4 x params x 4 bytes (weights, gradients, Adam's
+    two moments) + batch_size x ctx_len x d_model x 4 bytes (activations). `logits_bytes` (not in the formula): one
+    float32 (batch, ctx_len, vocab) tensor."""
+    model, cfg = _as_model_and_cfg(cfg_or_model)
+    B, T = batch_size or cfg.batch_size, ctx_len or getattr(cfg, "ctx_len", None)
+    if not T: raise ValueError(f"memory_estimate: config kind {type(cfg).kind_name!r} has no ctx_len; pass ctx_len=")
+    n = count_parameters(model)
+    out = dict(params=n, batch_size=B, ctx_len=T, weights=n * bytes_per_value, gradients=n * bytes_per_value,
+               adam_moments=2 * n * bytes_per_value, activations=B * T * cfg.d_model * bytes_per_value)
+    out["total"] = out["weights"] + out["gradients"] + out["adam_moments"] + out["activations"]
+    out["logits_bytes"] = B * T * getattr(cfg, "vocab_size", 0) * bytes_per_value
+    return out
+
+# %% ../nbs/26_training_overview.ipynb #55ca8119
+def _rss_status() -> dict:
+    "VmRSS and VmHWM (peak) of this process in bytes, from /proc/self/status (empty where there is none)."
+    try: lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError: return {}
+    return {l.split(":")[0]: int(l.split()[1]) * 1024 for l in lines if l.startswith(("VmRSS:", "VmHWM:"))}
+
+def _reset_peak_rss() -> bool:
+    "Reset this process's peak resident set size to its current size (Linux >= 4.0); False where that is not possible."
+    try: Path("/proc/self/clear_refs").write_text("5"); return True
+    except OSError: return False
+
+def _thinker_steps(cfg, device, batch_size: int, ctx_len: int, steps: int) -> None:
+    "`steps` full-precision AdamW training steps of a fresh Thinker on random tokens."
+    from muomni.thinker import Thinker, lm_loss
+    torch.manual_seed(cfg.seed)
+    model = Thinker(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = torch.randint(0, cfg.vocab_size, (batch_size, ctx_len + 1), device=device)
+    for _ in range(steps):
+        lm_loss(model, batch).backward(); opt.step(); opt.zero_grad(set_to_none=True)
+
+def _peak_memory_worker(spec_json: str) -> None:
+    "Run in a fresh process by `measure_peak_memory`: print the peak memory the training steps added, as JSON."
+    import resource
+    spec = json.loads(spec_json)
+    cfg = load_config(spec["config"])
+    torch.set_num_threads(spec["threads"])
+    # warm-up on a miniature of the model: loads the kernels' code pages and thread pools before the baseline
+    warm = dataclasses.replace(cfg, vocab_size=min(cfg.vocab_size, 512), d_model=16 * cfg.n_heads, n_layers=1, d_ff=32)
+    _thinker_steps(warm, torch.device("cpu"), spec["batch_size"], spec["ctx_len"], 1)
+    reset = _reset_peak_rss()
+    base, base_peak = _rss_status().get("VmRSS"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _thinker_steps(cfg, torch.device("cpu"), spec["batch_size"], spec["ctx_len"], spec["steps"])
+    if reset and base is not None: peak, method = _rss_status()["VmHWM"] - base, "peak RSS growth (VmHWM after clear_refs)"
+    else:
+        peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_peak, "ru_maxrss growth"
+    print("PEAK_JSON " + json.dumps(dict(peak_bytes=peak, method=method)))
+
+def measure_peak_memory(cfg, batch_size: int | None = None, ctx_len: int | None = None, steps: int = 3,
+                        device: str | None = None) -> dict:
+    """Peak memory of `steps` float32 AdamW training steps of the Thinker `cfg` describes (random tokens), above what
+    was in use before the model was built. CUDA: `torch.cuda.max_memory_allocated` (tensors); CPU: peak resident set
+    growth of a fresh subprocess."""
+    import subprocess
+    from muomni.core import config_dict
+    if type(cfg).kind_name != "thinker": raise ValueError(f"measure_peak_memory measures Thinker configs, not {type(cfg).kind_name!r}")
+    dev = pick_device(device or cfg.device)
+    B, T = batch_size or cfg.batch_size, ctx_len or cfg.ctx_len
+    out = dict(device=str(dev), batch_size=B, ctx_len=T, steps=steps)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev); torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        _thinker_steps(cfg, dev, B, T, steps)
+        torch.cuda.synchronize(dev)
+        out.update(peak_bytes=torch.cuda.max_memory_allocated(dev) - base, method="torch.cuda.max_memory_allocated growth")
+        torch.cuda.empty_cache()
+        return out
+    if dev.type != "cpu": raise ValueError(f"measure_peak_memory supports cpu and cuda, not {dev.type}")
+    spec = json.dumps(dict(config={**config_dict(cfg), "presets": {}}, batch_size=B, ctx_len=T, steps=steps,
+                           threads=torch.get_num_threads()))
+    code = "import sys; from muomni.pipeline import _peak_memory_worker; _peak_memory_worker(sys.argv[1])"
+    r = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True, cwd=project_root())
+    line = next((l for l in r.stdout.splitlines() if l.startswith("PEAK_JSON ")), None)
+    if r.returncode != 0 or line is None:
+        raise RuntimeError(f"measure_peak_memory: the measuring process failed (exit {r.returncode}):\n{r.stderr[-2000:]}")
+    out.update(json.loads(line[len("PEAK_JSON "):]))
+    return out
+
+def memory_table(named_cfgs: dict, batch_size: int | None = None, ctx_len: int | None = None, steps: int = 2,
+                 device: str | None = None) -> tuple[list[dict], str]:
+    "The book's estimate beside the measured peak for each config in {name: cfg}; returns (rows, markdown)."
+    rows = []
+    for name, cfg in named_cfgs.items():
+        est = memory_estimate(cfg, batch_size, ctx_len)
+        got = measure_peak_memory(cfg, batch_size, ctx_len, steps, device)
+        rows.append(dict(name=name, params=est["params"], batch_size=est["batch_size"], ctx_len=est["ctx_len"],
+                         book_bytes=est["total"], static_bytes=est["total"] - est["activations"], logits_bytes=est["logits_bytes"],
+                         measured_bytes=got["peak_bytes"], ratio=round(got["peak_bytes"] / est["total"], 3),
+                         device=got["device"], method=got["method"]))
+    mb = lambda b: f"{b / 2**20:,.1f} MiB"
+    md = ["| config | params | batch x ctx | book's formula | of which 4 x params x 4 B | one fp32 logits tensor | measured peak | measured / book |",
+          "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['name']} | {human(r['params'])} | {r['batch_size']} x {r['ctx_len']} | {mb(r['book_bytes'])} | {mb(r['static_bytes'])} | "
+           f"{mb(r['logits_bytes'])} | {mb(r['measured_bytes'])} | {r['ratio']:.2f} |" for r in rows]
+    if rows: md.append(f"\nMeasured on {rows[0]['device']}: {rows[0]['method']}.")
+    return rows, "\n".join(md) + "\n"
+
+# %% ../nbs/26_training_overview.ipynb #559b19c7
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    b, h, s_q, d = query_shape                      # key/value may have fewer heads (GQA): every query head does the work
+    return 2 * b * h * s_q * key_shape[-2] * (d + value_shape[-1])
+
+def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    b, h, s_q, d = query_shape                      # scores recomputed, then grads of scores, V, Q and K
+    return 2 * b * h * s_q * key_shape[-2] * (3 * d + 2 * value_shape[-1])
+
+def train_step_flops(step) -> int:
+    "FLOPs of one call of `step()` as torch's FlopCounterMode counts them (matmuls, convolutions, attention)."
+    from torch.utils.flop_counter import FlopCounterMode
+    extra = {}
+    for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_flops),
+                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_backward_flops)):
+        if hasattr(torch.ops.aten, name): extra[getattr(torch.ops.aten, name)] = fn
+    with FlopCounterMode(display=False, custom_mapping=extra) as counter: step()
+    return int(counter.get_total_flops())
+
+def flop_utilisation(flops_per_step: int, seconds_per_step: float, device, dtype=None, matmul_flops: float | None = None) -> dict:
+    """Achieved training FLOP/s and its share of the measured matmul FLOP/s in `dtype` (model FLOP utilisation, `mfu`).
+    `matmul_flops`: a measured ceiling to reuse (else measured here, about a second)."""
+    dtype = dtype or torch.float32
+    dev = device if isinstance(device, torch.device) else pick_device(str(device))
+    peak = matmul_flops or measure_matmul_flops(dev, dtype=dtype, seconds=0.5)
+    achieved = flops_per_step / seconds_per_step
+    return dict(train_flops_per_step=int(flops_per_step), achieved_tflops=round(achieved / 1e12, 4),
+                matmul_tflops=round(peak / 1e12, 4), matmul_dtype=str(dtype).removeprefix("torch."), mfu=round(achieved / peak, 4))

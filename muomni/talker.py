@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
-                         write_metrics, count_parameters, human, atomic_write_json, seed_everything, config_dict)
+                         write_metrics, count_parameters, human, atomic_write_json, seed_everything, config_dict,
+                         amp_dtype_for, autocast)
 from . import data
+from .pipeline import flop_utilisation, train_step_flops
 from .thinker import Block, KVCache, rope_tables
 
 class one_thread:
@@ -28,11 +30,11 @@ class one_thread:
 # %% auto #0
 __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'one_thread', 'CodecConfig', 'ResConv', 'ResidualVQ', 'RVQCodec', 'pad_mel',
            'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
-           'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus', 'PhoneConditioner',
-           'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory',
-           'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn', 'save_talker_extras', 'load_talker',
-           'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth', 'roundtrip', 'train_talker',
-           'roundtrip_metrics', 'evaluate_talker', 'bench']
+           'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus', 'count_samples',
+           'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss',
+           'phone_inventory', 'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn', 'save_talker_extras',
+           'load_talker', 'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth', 'roundtrip',
+           'train_talker', 'roundtrip_metrics', 'evaluate_talker', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -334,6 +336,12 @@ def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[di
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return out
+
+# %% ../nbs/30_stage_d.ipynb #5d100e54
+def count_samples(cfg: TalkerConfig) -> int:
+    "Talker training utterances per epoch of `cfg` (its `n_train`: one rendered utterance per training sentence)."
+    if cfg.n_train < 1: raise ValueError(f"talker config: n_train must be >= 1, got {cfg.n_train}")
+    return cfg.n_train
 
 # %% ../nbs/30_stage_d.ipynb #3de2d8ed
 class PhoneConditioner(nn.Module):
@@ -665,9 +673,37 @@ def evaluate_talker(cfg: TalkerConfig, judge=None) -> dict:
     return metrics
 
 # %% ../nbs/30_stage_d.ipynb #1555c54f
-def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jumps over the lazy dog.", repeats: int = 3) -> dict:
-    "Code frames generated per second and the real-time factor of `speak` (the trained Talker if found, else an untrained one)."
+def _bench_batch(cfg: TalkerConfig, n_phones: int, seconds: float, device) -> dict:
+    "A `collate_talker`-shaped batch of `cfg.batch_size` random utterances of `seconds` (about 10 mel frames per phoneme)."
+    B, L = cfg.batch_size, max(1, int(seconds * cfg.frame_rate))
+    N = max(1, L * STACK // 10)
+    durs = torch.full((N,), L * STACK // N)
+    batch = dict(phones=torch.randint(3, max(4, n_phones), (B, N)), durs=durs.float().expand(B, N).clone(),
+                 phone_mask=torch.ones(B, N, dtype=torch.bool), frame_phone=frame_index(durs, L * STACK).expand(B, -1).clone(),
+                 codes=torch.randint(0, cfg.codebook_size, (B, L, cfg.codebooks)), code_mask=torch.ones(B, L, dtype=torch.bool))
+    return {k: v.to(device) for k, v in batch.items()}
+
+def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jumps over the lazy dog.", repeats: int = 3,
+          train_steps: int = 3, seconds: float = 3.0) -> dict:
+    """Training utterances/s of an untrained Talker on random `seconds`-long utterances (and its model FLOP utilisation),
+    code frames generated per second and the real-time factor of `speak` (the trained Talker if found, else an untrained one)."""
     cfg = cfg or load_config("talker_tiny")
+    dev = pick_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = Talker(cfg, [PAD, SIL, UNK] + [f"p{i}" for i in range(40)]).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    batch, amp = _bench_batch(cfg, len(model.phones), seconds, dev), amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    def step():
+        with autocast(dev, amp): loss = talker_loss(model, batch, cfg.dur_weight)["loss"]
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    step(); sync()
+    t = time.perf_counter()
+    for _ in range(train_steps): step()
+    sync(); step_s = (time.perf_counter() - t) / train_steps
+    train = dict(train_utterances_per_s=round(cfg.batch_size / step_s, 1), batch_size=cfg.batch_size, utterance_s=seconds,
+                 amp=str(amp), **flop_utilisation(train_step_flops(step), step_s, dev, amp))
+    del model, opt, batch
     try: talker, trained = load_talker(cfg.save_dir, device=cfg.device), True
     except FileNotFoundError:
         talker, trained = Talker(cfg, [PAD, SIL, UNK]).eval(), False
@@ -682,4 +718,4 @@ def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jump
     for _ in range(repeats): wave, sr = speak(text, talker)
     dt = (time.time() - t) / repeats
     return dict(trained=trained, device=str(dev), code_frames_per_s=round(fps, 1), realtime_code_frames_per_s=cfg.frame_rate,
-                speak_s=round(dt, 3), audio_s=round(len(wave) / sr, 3), rtf=round(dt / (len(wave) / sr), 3))
+                speak_s=round(dt, 3), audio_s=round(len(wave) / sr, 3), rtf=round(dt / (len(wave) / sr), 3), **train)

@@ -18,13 +18,15 @@ from torch import nn
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          Trainer, write_metrics, load_checkpoint, count_parameters, human, pick_device, autocast,
                          amp_dtype_for, seed_everything, unwrap, CheckpointError)
+from .pipeline import flop_utilisation, train_step_flops
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'train_tokenizer', 'rope_tables', 'apply_rope',
-           'KVCache', 'Attention', 'SwiGLU', 'MoE', 'Block', 'Thinker', 'param_breakdown', 'incremental_logits',
-           'sample_next', 'generate', 'complete', 'text_corpus', 'PackedText', 'token_stream', 'eval_windows',
-           'count_chars', 'text_nll', 'text_metrics', 'lm_loss', 'show_samples', 'prepare_text', 'use_time_schedule',
-           'train_text', 'load_thinker', 'bench']
+__all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'tokenizer_cache_path', 'train_tokenizer',
+           'rope_tables', 'apply_rope', 'KVCache', 'Attention', 'SwiGLU', 'MoE', 'Block', 'Thinker', 'param_breakdown',
+           'incremental_logits', 'sample_next', 'generate', 'complete', 'text_corpus', 'PackedText',
+           'stream_cache_path', 'token_stream', 'eval_windows', 'count_chars', 'text_nll', 'text_metrics', 'lm_loss',
+           'show_samples', 'train_documents', 'prepare_text', 'use_time_schedule', 'train_text', 'load_thinker',
+           'count_samples', 'bench']
 
 # %% ../nbs/27_stage_a.ipynb #11fae109
 @register_config("thinker")
@@ -105,14 +107,18 @@ def _fingerprint(texts: list[str]) -> str:
     for t in texts: h.update(t.encode("utf-8")); h.update(b"\0")
     return h.hexdigest()[:12]
 
+def tokenizer_cache_path(texts: list[str], vocab_size: int, cache_dir) -> Path:
+    "Where `train_tokenizer` caches the BPE for `texts` and `vocab_size`."
+    key = hashlib.sha1(json.dumps([vocab_size, SPECIAL_TOKENS, _fingerprint(texts)]).encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"bpe_{vocab_size}_{key}.json"
+
 def train_tokenizer(texts: list[str], vocab_size: int, cache_dir=None) -> TextTokenizer:
     "Train (or load from `cache_dir`) a byte-level BPE with `vocab_size` tokens on `texts`."
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size {vocab_size} is too small: byte-level BPE needs at least {256 + len(SPECIAL_TOKENS)}")
     if not texts or not any(texts): raise ValueError("cannot train a tokenizer on empty text")
-    key = hashlib.sha1(json.dumps([vocab_size, SPECIAL_TOKENS, _fingerprint(texts)]).encode()).hexdigest()[:12]
-    cached = Path(cache_dir) / f"bpe_{vocab_size}_{key}.json" if cache_dir else None
+    cached = tokenizer_cache_path(texts, vocab_size, cache_dir) if cache_dir else None
     if cached is not None and cached.exists(): return TextTokenizer.load(cached)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -425,10 +431,14 @@ class PackedText(torch.utils.data.Dataset):
     def __len__(self): return (len(self.ids) - 1) // self.ctx_len
     def __getitem__(self, i): return self.ids[i * self.ctx_len: i * self.ctx_len + self.ctx_len + 1].long()
 
+def stream_cache_path(tokenizer: TextTokenizer, docs: list[str], cache_dir) -> Path:
+    "Where `token_stream` caches the token stream of `docs` under `tokenizer`."
+    key = hashlib.sha1((tokenizer.tok.to_str() + _fingerprint(docs)).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"stream_{key}.pt"
+
 def token_stream(tokenizer: TextTokenizer, docs: list[str], cache_dir=None) -> torch.Tensor:
     "All documents as one int32 stream, each followed by <|eos|> (cached in `cache_dir` by tokenizer and text)."
-    key = hashlib.sha1((tokenizer.tok.to_str() + _fingerprint(docs)).encode()).hexdigest()[:16]
-    cached = Path(cache_dir) / f"stream_{key}.pt" if cache_dir else None
+    cached = stream_cache_path(tokenizer, docs, cache_dir) if cache_dir else None
     if cached is not None and cached.exists(): return torch.load(cached, weights_only=True)
     out = []
     for ids in tokenizer.encode_batch(docs): out += ids + [tokenizer.eos_id]
@@ -487,12 +497,17 @@ def show_samples(model, tokenizer, prompts, n_tokens: int, seed: int = 0) -> lis
         print(f"  {p!r} -> {text!r}")
     return outs
 
-def prepare_text(cfg: ThinkerConfig):
-    "(tokenizer, train stream, val stream) for `cfg`, training the tokenizer on the train split if needed."
-    docs, cache = text_corpus(cfg), resolve_path(cfg.data_dir) / "tokenizers"
+def train_documents(cfg: ThinkerConfig, docs: dict) -> list[str]:
+    "The training documents `cfg` uses: all of them, or a prefix of each when `max_train_chars` caps the text."
     train = docs["train"]
     if cfg.max_train_chars:                      # a prefix of every document keeps the sample spread over all plays
         train = [t[:max(1, cfg.max_train_chars // len(train))] for t in train]
+    return train
+
+def prepare_text(cfg: ThinkerConfig):
+    "(tokenizer, train stream, val stream) for `cfg`, training the tokenizer on the train split if needed."
+    docs, cache = text_corpus(cfg), resolve_path(cfg.data_dir) / "tokenizers"
+    train = train_documents(cfg, docs)
     tok = train_tokenizer(train, cfg.vocab_size, cache)
     return tok, token_stream(tok, train, cache), token_stream(tok, docs["val"], cache)
 
@@ -565,6 +580,26 @@ def load_thinker(path, device: str = "cpu") -> tuple[Thinker, TextTokenizer]:
         raise CheckpointError(f"{ckpt.parent}/tokenizer.json has {tok.vocab_size} tokens, the model {model.cfg.vocab_size}")
     return model.to(pick_device(device)).eval(), tok
 
+# %% ../nbs/27_stage_a.ipynb #453aeb2d
+def count_samples(cfg: ThinkerConfig) -> int:
+    """Training windows in one epoch of `cfg`'s data (`len(PackedText(train stream, ctx_len))`), from the caches
+    `prepare_text` writes; FileNotFoundError naming the missing corpus, tokenizer or stream file otherwise."""
+    from muomni import data
+    if str(cfg.corpus) == "shakespeare":
+        done = data.data_root(cfg.data_dir) / "shakespeare" / "texts" / ".complete"
+        if not done.exists():
+            raise FileNotFoundError(f"{done.parent} not found: the Shakespeare corpus is not downloaded yet "
+                                    f"(run Stage A, or muomni.data.fetch_shakespeare('{cfg.data_dir}'))")
+    cache = resolve_path(cfg.data_dir) / "tokenizers"
+    train = train_documents(cfg, text_corpus(cfg))
+    tok_file = tokenizer_cache_path(train, cfg.vocab_size, cache)
+    hint = "run Stage A, or muomni.thinker.prepare_text(cfg), to tokenize the corpus"
+    if not tok_file.exists(): raise FileNotFoundError(f"{tok_file} not found: no {cfg.vocab_size}-token BPE for this corpus yet ({hint})")
+    stream_file = stream_cache_path(TextTokenizer.load(tok_file), train, cache)
+    if not stream_file.exists(): raise FileNotFoundError(f"{stream_file} not found: the training text is not tokenized yet ({hint})")
+    n_tokens = len(torch.load(stream_file, weights_only=True, mmap=True))
+    return max(0, (n_tokens - 1) // cfg.ctx_len)
+
 # %% ../nbs/27_stage_a.ipynb #ef65eae1
 def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 64, batch_size: int | None = None) -> dict:
     "Training and generation throughput (tokens/s) of the Thinker described by `cfg`."
@@ -582,9 +617,11 @@ def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 64, batch_
     step(); sync()                                                  # warm-up
     t = time.perf_counter()
     for _ in range(train_steps): step()
-    sync(); train_tps = train_steps * B * T / (time.perf_counter() - t)
+    sync(); step_s = (time.perf_counter() - t) / train_steps
     prompt = torch.randint(0, cfg.vocab_size, (1, min(32, T)), device=dev)
-    out = dict(device=str(dev), params=count_parameters(model), train_tokens_per_s=round(train_tps, 1))
+    out = dict(device=str(dev), params=count_parameters(model), batch_size=B, ctx_len=T, amp=str(amp),
+               train_tokens_per_s=round(B * T / step_s, 1))
+    out.update(flop_utilisation(train_step_flops(step), step_s, dev, amp))
     for use_cache in (True, False):
         with autocast(dev, amp):
             generate(model, prompt, 4, use_cache=use_cache); sync()
