@@ -25,11 +25,11 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'OmniConfig', 'stage_dir',
            'checkpoint_in', 'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part',
-           'load_parts', 'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'Omni', 'collate',
-           'SFTData', 'LengthBatches', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer',
-           'record_example', 'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records',
-           'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate', 'evaluate_sft',
-           'save_components', 'seconds_per_step', 'sft_omni', 'bench']
+           'load_parts', 'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions',
+           'Omni', 'collate', 'SFTData', 'LengthBatches', 'sft_loss', 'answer_batch', 'answer_items', 'question_type',
+           'normalize_answer', 'record_example', 'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves',
+           'shape_records', 'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate',
+           'evaluate_sft', 'save_components', 'seconds_per_step', 'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -71,6 +71,10 @@ class OmniConfig(TrainConfig):
     eval_limit: int = 100            # items per held-out set at the periodic validations (the final one uses all)
     answer_tokens: int = 12          # generation budget for short answers
     transcript_tokens: int = 48      # ... and for transcripts
+    audio_positions: str = "sequential"  # sequential: RoPE positions 0, 1, 2, ...; aligned: a reply to a turn with audio
+                                     # is placed at the audio's own positions (+ align_gap), so the j-th reply token sits
+                                     # a fixed distance after the j-th audio token
+    align_gap: int = 2
 
 # %% ../nbs/31_stage_e.ipynb #c8b10f41
 STAGE_CONFIGS = dict(thinker="thinker_tiny", audio_encoder="audio_enc_tiny", vision_encoder="vision_tiny",
@@ -220,6 +224,23 @@ class Projector(nn.Module):
         self.norm = nn.LayerNorm(d_model)
     def forward(self, x): return self.norm(self.net(x))
 
+# %% ../nbs/31_stage_e.ipynb #6a1c0e07
+def aligned_positions(ids: torch.Tensor, attention_mask: torch.Tensor | None, audio_slots: torch.Tensor,
+                      reply_id: int, gap: int = 2) -> torch.Tensor:
+    """RoPE positions (B, L): the usual running count, except that in a row whose last user turn holds audio, the
+    reply (from the last `reply_id` token on) continues from the first audio token's position + `gap`."""
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    for b in range(ids.shape[0]):
+        marks = (ids[b] == reply_id).nonzero().flatten().tolist()
+        if not marks: continue
+        start = marks[-2] + 1 if len(marks) > 1 else 0                  # the last user turn
+        audio = audio_slots[b, start:marks[-1]].nonzero().flatten()
+        if not len(audio): continue
+        r = marks[-1]
+        pos[b, r:] = pos[b, start + int(audio[0])] + gap + torch.arange(ids.shape[1] - r, device=ids.device)
+    return pos
+
 # %% ../nbs/31_stage_e.ipynb #60447203
 class Omni(nn.Module):
     "Thinker + projected vision and audio encoders (+ a Talker for speech out)."
@@ -231,6 +252,8 @@ class Omni(nn.Module):
         if cfg.audio_features not in ("mean", "stack", "stack_ctc", "ctc_segments"):
             raise ValueError(f"audio_features must be mean, stack, stack_ctc or ctc_segments, got {cfg.audio_features!r}")
         if cfg.asr_target not in ("bpe", "chars"): raise ValueError(f"asr_target must be bpe or chars, got {cfg.asr_target!r}")
+        if cfg.audio_positions not in ("sequential", "aligned"):
+            raise ValueError(f"audio_positions must be sequential or aligned, got {cfg.audio_positions!r}")
         if tokenizer.vocab_size != thinker.cfg.vocab_size:
             raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens, the Thinker {thinker.cfg.vocab_size}")
         self.cfg, self.thinker, self.tokenizer, self.vision, self.audio = cfg, thinker, tokenizer, vision, audio
@@ -322,11 +345,19 @@ class Omni(nn.Module):
             x = x.masked_scatter(slots[..., None].expand_as(x), soft)
         return x
 
+    def positions(self, ids, attention_mask=None, audio_slots=None) -> torch.Tensor | None:
+        "RoPE positions of a batch: None (the Thinker's own 0, 1, 2, ...) unless `cfg.audio_positions` is aligned."
+        if self.cfg.audio_positions == "sequential" or audio_slots is None or not bool(audio_slots.any()): return None
+        if self.cfg.audio_positions != "aligned":
+            raise ValueError(f"audio_positions must be sequential or aligned, got {self.cfg.audio_positions!r}")
+        return aligned_positions(ids, attention_mask, audio_slots, self.tokenizer.token_id("<|assistant|>"), self.cfg.align_gap)
+
     def forward(self, ids, attention_mask=None, image_slots=None, image_feats=None, audio_slots=None, audio_feats=None,
                 **_):
         "Logits (B, T, vocab) of a batch made by `collate`."
         x = self.embed(ids, image_slots, image_feats, audio_slots, audio_feats)
-        return self.thinker(inputs_embeds=x, attention_mask=attention_mask)
+        return self.thinker(inputs_embeds=x, attention_mask=attention_mask,
+                            position_ids=self.positions(ids, attention_mask, audio_slots))
 
 # %% ../nbs/31_stage_e.ipynb #8354694d
 def collate(items: list[dict], image_bank=None, audio_bank=None, pad_id: int = 0, left_pad: bool = False) -> dict:
@@ -393,7 +424,8 @@ def answer_batch(omni: Omni, batch: dict, max_new_tokens: int = 12, temperature:
     batch = to_device(batch, omni.device)
     x = omni.embed(batch["ids"], batch["image_slots"], batch.get("image_feats"), batch["audio_slots"], batch.get("audio_feats"))
     new = generate(omni.thinker, inputs_embeds=x, attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
-                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=omni.end_id, generator=generator)
+                   temperature=temperature, top_k=top_k, top_p=top_p, eos_id=omni.end_id, generator=generator,
+                   position_ids=omni.positions(batch["ids"], batch["attention_mask"], batch["audio_slots"]))
     out = []
     for row in new.tolist():
         if omni.end_id in row: row = row[:row.index(omni.end_id)]

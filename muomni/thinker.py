@@ -372,8 +372,11 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 @torch.no_grad()
 def generate(model: Thinker, input_ids: torch.Tensor | None = None, max_new_tokens: int = 64, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None, stream=None, inputs_embeds=None,
-             attention_mask=None, use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-    "New token ids (B, n <= max_new_tokens) after the prompt; rows that hit `eos_id` are padded with it."
+             attention_mask=None, use_cache: bool = True, generator: torch.Generator | None = None,
+             position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """New token ids (B, n <= max_new_tokens) after the prompt; rows that hit `eos_id` are padded with it.
+    `position_ids` (B, T): the prompt's RoPE positions when they are not simply 0, 1, 2, ... (new tokens continue
+    from each row's last position)."""
     was_training = model.training
     model.eval()
     if input_ids is not None and input_ids.dim() == 1: input_ids = input_ids[None]
@@ -383,7 +386,8 @@ def generate(model: Thinker, input_ids: torch.Tensor | None = None, max_new_toke
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     cache, new = (KVCache(len(model.blocks)) if use_cache else None), []
     mask = attention_mask
-    logits = model(**prompt, attention_mask=mask, cache=cache, last_only=True)[:, -1]
+    logits = model(**prompt, attention_mask=mask, cache=cache, last_only=True, position_ids=position_ids)[:, -1]
+    pos = position_ids
     for _ in range(max_new_tokens):
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
         if eos_id is not None: nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
@@ -393,11 +397,15 @@ def generate(model: Thinker, input_ids: torch.Tensor | None = None, max_new_toke
             done |= nxt == eos_id
             if bool(done.all()): break
         if mask is not None: mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        if use_cache: logits = model(nxt[:, None], attention_mask=mask, cache=cache, last_only=True)[:, -1]
+        if pos is not None: pos = torch.cat([pos, pos[:, -1:] + 1], dim=1)
+        if use_cache: logits = model(nxt[:, None], attention_mask=mask, cache=cache, last_only=True,
+                                     position_ids=None if pos is None else pos[:, -1:])[:, -1]
         else:                                                   # recompute the whole sequence (benchmark baseline)
             seq = torch.stack(new, 1)
-            if input_ids is not None: logits = model(torch.cat([input_ids, seq], 1), attention_mask=mask, last_only=True)[:, -1]
-            else: logits = model(inputs_embeds=torch.cat([inputs_embeds, model.embed(seq)], 1), attention_mask=mask, last_only=True)[:, -1]
+            if input_ids is not None: logits = model(torch.cat([input_ids, seq], 1), attention_mask=mask, last_only=True,
+                                                     position_ids=pos)[:, -1]
+            else: logits = model(inputs_embeds=torch.cat([inputs_embeds, model.embed(seq)], 1), attention_mask=mask,
+                                 last_only=True, position_ids=pos)[:, -1]
     model.train(was_training)
     return torch.stack(new, 1) if new else torch.zeros(B, 0, dtype=torch.long, device=dev)
 
