@@ -22,7 +22,7 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
                          pick_device, seed_everything, CheckpointError, StepBatchSampler, to_device, autocast,
                          amp_dtype_for)
 from . import data
-from .pipeline import flop_utilisation, train_step_flops
+from .core import flop_utilisation, train_step_flops
 
 # %% auto #0
 __all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
@@ -536,7 +536,7 @@ def transcribe(wave, sample_rate: int = data.SAMPLE_RATE, model: AudioEncoder | 
 # %% ../nbs/28_stage_b.ipynb #94aa747b
 def speech_manifest(cfg: AudioEncoderConfig, split: str = "train") -> Path:
     "The manifest `muomni.data.speech_splits(cfg.preset, cfg.data_dir, cfg.data_seed)` writes for `split`."
-    return data.data_root(cfg.data_dir) / "audio" / f"espeak_{resolve_preset(cfg.preset)}_s{cfg.data_seed}" / split / "manifest.csv"
+    return data.speech_set_dir(cfg.preset, cfg.data_dir, cfg.data_seed) / split / "manifest.csv"
 
 def count_samples(cfg: AudioEncoderConfig) -> int:
     "Training utterances of `cfg`'s speech set: its manifest's rows, or the recipe's count before it is built."

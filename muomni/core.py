@@ -22,7 +22,7 @@ __all__ = ['PRESETS', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'project_ro
            'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
            'warmup_cosine', 'StepBatchSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
            'init_distributed', 'barrier', 'Trainer', 'write_metrics', 'count_parameters', 'human',
-           'measure_matmul_flops', 'time_it', 'demo_problem', 'train_demo']
+           'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation', 'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -613,6 +613,35 @@ def time_it(fn, warmup: int = 1, min_seconds: float = 2.0, device: torch.device 
     while time.perf_counter() - t0 < min_seconds: fn(); n += 1
     sync()
     return (time.perf_counter() - t0) / n
+
+# %% ../nbs/00_core.ipynb #559b19c7
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    b, h, s_q, d = query_shape                      # key/value may have fewer heads (GQA): every query head does the work
+    return 2 * b * h * s_q * key_shape[-2] * (d + value_shape[-1])
+
+def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    b, h, s_q, d = query_shape                      # scores recomputed, then grads of scores, V, Q and K
+    return 2 * b * h * s_q * key_shape[-2] * (3 * d + 2 * value_shape[-1])
+
+def train_step_flops(step) -> int:
+    "FLOPs of one call of `step()` as torch's FlopCounterMode counts them (matmuls, convolutions, attention)."
+    from torch.utils.flop_counter import FlopCounterMode
+    extra = {}
+    for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_flops),
+                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_backward_flops)):
+        if hasattr(torch.ops.aten, name): extra[getattr(torch.ops.aten, name)] = fn
+    with FlopCounterMode(display=False, custom_mapping=extra) as counter: step()
+    return int(counter.get_total_flops())
+
+def flop_utilisation(flops_per_step: int, seconds_per_step: float, device, dtype=None, matmul_flops: float | None = None) -> dict:
+    """Achieved training FLOP/s and its share of the measured matmul FLOP/s in `dtype` (model FLOP utilisation, `mfu`).
+    `matmul_flops`: a measured ceiling to reuse (else measured here, about a second)."""
+    dtype = dtype or torch.float32
+    dev = device if isinstance(device, torch.device) else pick_device(str(device))
+    peak = matmul_flops or measure_matmul_flops(dev, dtype=dtype, seconds=0.5)
+    achieved = flops_per_step / seconds_per_step
+    return dict(train_flops_per_step=int(flops_per_step), achieved_tflops=round(achieved / 1e12, 4),
+                matmul_tflops=round(peak / 1e12, 4), matmul_dtype=str(dtype).removeprefix("torch."), mfu=round(achieved / peak, 4))
 
 # %% ../nbs/00_core.ipynb #8864ef48
 def demo_problem(cfg: DemoConfig):

@@ -34,8 +34,8 @@ __all__ = ['SAMPLE_RATE', 'N_MELS', 'N_FFT', 'WIN_LENGTH', 'HOP_LENGTH', 'DATA_F
            'render_shapes', 'random_shape_spec', 'shape_example', 'shapes_dataset', 'shapes_splits', 'load_audio',
            'save_audio', 'write_manifest', 'read_manifest', 'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest',
            'all_shape_specs', 'domain_sentences', 'speech_voices', 'speech_texts', 'build_speech_set',
-           'read_alignments', 'speech_splits', 'to_rgb', 'load_image', 'digits_dataset', 'image_folder_dataset',
-           'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance', 'mel_stats']
+           'read_alignments', 'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image', 'digits_dataset',
+           'image_folder_dataset', 'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance', 'mel_stats']
 
 # %% ../nbs/01_data.ipynb #48a7d6e1
 SAMPLE_RATE = 16000
@@ -858,6 +858,11 @@ def read_alignments(csv_path: str | Path) -> dict[str, dict[str, list[SpeechEven
     return out
 
 # %% ../nbs/01_data.ipynb #4e9da935
+def speech_set_dir(preset: str = "auto", data_dir=None, seed: int = 0, **overrides) -> Path:
+    "The folder `speech_splits` builds `preset`'s speech set in (its `train/` and `val/` each hold a manifest.csv)."
+    name = f"espeak_{resolve_preset(preset)}_s{seed}" + ("" if not overrides else "_" + params_digest(overrides))
+    return data_root(data_dir) / "audio" / name
+
 def speech_splits(preset: str = "auto", data_dir=None, seed: int = 0, workers: int | None = None,
                   audio_format: str = "flac", progress: bool = True, **overrides) -> dict[str, Path]:
     """`dict(train=csv, val=csv)`: the synthetic speech set of `preset` (see `SPEECH_PRESETS`; `overrides` change
@@ -867,8 +872,7 @@ def speech_splits(preset: str = "auto", data_dir=None, seed: int = 0, workers: i
     if workers is None: workers = 1 if cfg["n_train"] < 500 else min(2, os.cpu_count() or 1)
     voices = speech_voices(cfg["train_voices"], cfg["val_voices"], seed)
     texts = speech_texts(cfg["n_train"], cfg["n_val"], seed, data_dir=data_dir)
-    name = f"espeak_{preset}_s{seed}" + ("" if not overrides else "_" + params_digest(overrides))
-    root = data_root(data_dir) / "audio" / name
+    root = speech_set_dir(preset, data_dir, seed, **overrides)
     return {split: build_speech_set(texts[split], voices[split], root / split, seed=seed + (split == "val"), split=split,
                                     audio_format=audio_format, workers=workers, progress=progress)
             for split in ("train", "val")}

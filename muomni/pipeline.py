@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from .core import (atomic_write, atomic_write_json, config_class, count_parameters, human, load_config,
-                         measure_matmul_flops, pick_device, project_root, resolve_path, resolve_preset)
+                         pick_device, project_root, resolve_path, resolve_preset)
 
 # %% auto #0
 __all__ = ['STAGES', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves', 'plot_stage_graph',
            'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'run_pipeline', 'epochs_for', 'schedule_for',
            'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table', 'memory_estimate',
-           'measure_peak_memory', 'memory_table', 'train_step_flops', 'flop_utilisation']
+           'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -401,32 +401,3 @@ def memory_table(named_cfgs: dict, batch_size: int | None = None, ctx_len: int |
            f"{mb(r['logits_bytes'])} | {mb(r['measured_bytes'])} | {r['ratio']:.2f} |" for r in rows]
     if rows: md.append(f"\nMeasured on {rows[0]['device']}: {rows[0]['method']}.")
     return rows, "\n".join(md) + "\n"
-
-# %% ../nbs/26_training_overview.ipynb #559b19c7
-def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    b, h, s_q, d = query_shape                      # key/value may have fewer heads (GQA): every query head does the work
-    return 2 * b * h * s_q * key_shape[-2] * (d + value_shape[-1])
-
-def _sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    b, h, s_q, d = query_shape                      # scores recomputed, then grads of scores, V, Q and K
-    return 2 * b * h * s_q * key_shape[-2] * (3 * d + 2 * value_shape[-1])
-
-def train_step_flops(step) -> int:
-    "FLOPs of one call of `step()` as torch's FlopCounterMode counts them (matmuls, convolutions, attention)."
-    from torch.utils.flop_counter import FlopCounterMode
-    extra = {}
-    for name, fn in (("_scaled_dot_product_flash_attention_for_cpu", _sdpa_flops),
-                     ("_scaled_dot_product_flash_attention_for_cpu_backward", _sdpa_backward_flops)):
-        if hasattr(torch.ops.aten, name): extra[getattr(torch.ops.aten, name)] = fn
-    with FlopCounterMode(display=False, custom_mapping=extra) as counter: step()
-    return int(counter.get_total_flops())
-
-def flop_utilisation(flops_per_step: int, seconds_per_step: float, device, dtype=None, matmul_flops: float | None = None) -> dict:
-    """Achieved training FLOP/s and its share of the measured matmul FLOP/s in `dtype` (model FLOP utilisation, `mfu`).
-    `matmul_flops`: a measured ceiling to reuse (else measured here, about a second)."""
-    dtype = dtype or torch.float32
-    dev = device if isinstance(device, torch.device) else pick_device(str(device))
-    peak = matmul_flops or measure_matmul_flops(dev, dtype=dtype, seconds=0.5)
-    achieved = flops_per_step / seconds_per_step
-    return dict(train_flops_per_step=int(flops_per_step), achieved_tflops=round(achieved / 1e12, 4),
-                matmul_tflops=round(peak / 1e12, 4), matmul_dtype=str(dtype).removeprefix("torch."), mfu=round(achieved / peak, 4))

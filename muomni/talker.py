@@ -19,7 +19,7 @@ from .core import (TrainConfig, Trainer, register_config, load_config, load_chec
                          write_metrics, count_parameters, human, atomic_write_json, seed_everything, config_dict,
                          amp_dtype_for, autocast)
 from . import data
-from .pipeline import flop_utilisation, train_step_flops
+from .core import flop_utilisation, train_step_flops
 from .thinker import Block, KVCache, rope_tables
 
 class one_thread:

@@ -18,7 +18,7 @@ from torch import nn
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          Trainer, write_metrics, load_checkpoint, count_parameters, human, pick_device, autocast,
                          amp_dtype_for, seed_everything, unwrap, CheckpointError)
-from .pipeline import flop_utilisation, train_step_flops
+from .core import flop_utilisation, train_step_flops
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'tokenizer_cache_path', 'train_tokenizer',
