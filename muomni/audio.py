@@ -19,18 +19,17 @@ from torch import nn
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
-                         pick_device, seed_everything, CheckpointError, StepBatchSampler, to_device, autocast,
-                         amp_dtype_for)
+                         pick_device, seed_everything, CheckpointError, StepBatchSampler, LengthBucketSampler, to_device,
+                         autocast, amp_dtype_for, find_checkpoint, bench_train_step)
 from . import data
-from .core import flop_utilisation, train_step_flops
 
 # %% auto #0
 __all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
            'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels', 'cached_features', 'SpeechDataset',
-           'LengthBucketSampler', 'SpeechTrainer', 'collate_speech', 'ctc_loss', 'greedy_decode', 'error_rates',
-           'CharNgramLM', 'beam_decode', 'transcribe_features', 'make_eval_fn', 'speech_features', 'lm_texts',
-           'final_metrics', 'train_audio_enc', 'load_audio_encoder', 'transcribe', 'speech_manifest', 'count_samples',
-           'plot_alignment', 'bench']
+           'collate_speech', 'ctc_loss', 'greedy_decode', 'error_rates', 'CharNgramLM', 'beam_decode',
+           'CTCPrefixScorer', 'transcribe_features', 'make_eval_fn', 'speech_features', 'lm_texts', 'final_metrics',
+           'train_audio_enc', 'load_audio_encoder', 'transcribe', 'speech_manifest', 'count_samples', 'plot_alignment',
+           'bench']
 
 # %% ../nbs/28_stage_b.ipynb #d5088419
 @register_config("audio")
@@ -247,45 +246,6 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.mels)
     def __getitem__(self, i): return self.mels[i], self.targets[i]
 
-class LengthBucketSampler(StepBatchSampler):
-    """`StepBatchSampler` whose batches hold utterances of similar length (less padding, up to 2x faster):
-    each epoch's shuffled order is cut into windows of `window` batches, sorted by length inside a window,
-    cut into batches, and the batches shuffled. Batch `i` still depends only on (seed, i): resumable."""
-    def __init__(self, lengths, batch_size: int, seed: int = 0, start: int = 0, window: int = 32, rank: int = 0, world_size: int = 1):
-        super().__init__(len(lengths), batch_size, seed, start, True, rank, world_size)
-        self.lengths, self.window, self._epoch = torch.as_tensor(lengths), window, (None, None)
-
-    def epoch_batches(self, epoch: int) -> list:
-        if self._epoch[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(self.n, generator=g)
-            batches, span = [], self.batch_size * self.window
-            for s in range(0, self.per_epoch * self.batch_size, span):
-                chunk = order[s:min(s + span, self.per_epoch * self.batch_size)]
-                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-                batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
-            self._epoch = (epoch, [batches[k] for k in torch.randperm(len(batches), generator=g).tolist()])
-        return self._epoch[1]
-
-    def batch(self, i: int) -> list[int]:
-        if self.n < self.batch_size: return super().batch(i)
-        epoch, j = divmod(i, self.per_epoch)
-        idx = self.epoch_batches(epoch)[j]
-        per = self.batch_size // self.world_size
-        return idx[self.rank * per:(self.rank + 1) * per].tolist()
-
-class SpeechTrainer(Trainer):
-    "The shared `Trainer`, drawing length-bucketed batches (`LengthBucketSampler`) from a `SpeechDataset`."
-    def _batches(self):
-        lengths = [m.shape[0] for m in self.train_data.mels]
-        sampler = LengthBucketSampler(lengths, self.cfg.batch_size, self.cfg.seed, start=self.batches_seen,
-                                      rank=self.rank, world_size=self.world_size)
-        loader = torch.utils.data.DataLoader(self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn,
-                                             num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
-        for batch in loader:
-            self.batches_seen += 1
-            yield to_device(batch, self.device)
-
 def collate_speech(items) -> dict:
     "Pad log-mels; concatenate CTC targets with their lengths."
     mels, targets = zip(*items)
@@ -399,6 +359,53 @@ def beam_decode(log_probs, lm: CharNgramLM | None = None, beam_size: int = 8, lm
         return _logaddexp(*v) + lm_score[prefix] + (lm_weight * lm.logp(prefix.rstrip(), "$") if lm else 0.0)
     return " ".join(max(beams.items(), key=final)[0].split())
 
+# %% ../nbs/28_stage_b.ipynb #eb976b0a
+class CTCPrefixScorer:
+    """CTC prefix log-probabilities of growing hypotheses over one utterance's (T, V) frame log-probabilities.
+    A hypothesis' state is (r_n, r_b): (T,) log-probabilities that its alignment up to frame t ends in a character
+    (r_n) or a blank (r_b); `last` is its last symbol (-1 for the empty hypothesis)."""
+    def __init__(self, log_probs: torch.Tensor, blank: int = BLANK):
+        self.lp = log_probs.detach().double().cpu().clamp(min=-1e4)        # (T, V); no -inf: the sums stay finite
+        self.cum = self.lp.cumsum(0)                                        # log prod_{u<=t} p_u(v)
+        self.blank, self.T = blank, self.lp.shape[0]
+
+    def initial(self, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        "The empty hypothesis' state, n times: nothing emitted, blanks all the way."
+        return torch.full((n, self.T), -math.inf, dtype=torch.float64), self.cum[:, self.blank].expand(n, -1).clone()
+
+    @staticmethod
+    def _phi(r_n, r_b, last, chars, each: bool):
+        """log P(the alignment up to t can be followed by a new character): r_b, plus r_n unless the character repeats
+        the last one (a repeat needs a blank between). `each`: every hypothesis with every char (K, C, T), else pairs (K, T)."""
+        if each: r_n, r_b, same = r_n[:, None], r_b[:, None], (last[:, None] == chars[None])[..., None]
+        else: same = (last == chars)[:, None]
+        return torch.logaddexp(r_b, r_n.masked_fill(same, -math.inf))
+
+    def _shifted(self, phi, last):
+        "phi at frame t-1 for t = 0..T-1; before frame 0 only the empty hypothesis may start a character."
+        start = torch.where(last == -1, 0.0, -math.inf).to(phi.dtype)
+        start = start.view(-1, *([1] * (phi.dim() - 1))).expand(*phi.shape[:-1], 1)
+        return torch.cat([start, phi[..., :-1]], -1)
+
+    def scores(self, r_n, r_b, last, chars) -> torch.Tensor:
+        "log P(the transcript begins with hypothesis + c) for K hypotheses and C candidate symbols: (K, C)."
+        prev = self._shifted(self._phi(r_n, r_b, last, chars, each=True), last)       # (K, C, T)
+        return torch.logsumexp(prev + self.lp[:, chars].T[None], -1)
+
+    def advance(self, r_n, r_b, last, chars) -> tuple[torch.Tensor, torch.Tensor]:
+        "The states of the K hypotheses once chars (K,) are appended to them."
+        prev = self._shifted(self._phi(r_n, r_b, last, chars, each=False), last)      # (K, T)
+        cum_c = self.cum[:, chars].T                                                   # (K, T)
+        new_n = cum_c + torch.logcumsumexp(prev - F.pad(cum_c[:, :-1], (1, 0)), -1)    # r_n[t] = (r_n[t-1] + prev[t]) p_t(c)
+        cum_b = self.cum[:, self.blank][None]
+        n_before = F.pad(new_n[:, :-1], (1, 0), value=-math.inf)
+        new_b = cum_b + torch.logcumsumexp(n_before - F.pad(cum_b[:, :-1], (1, 0)), -1)  # r_b[t] = (r_b[t-1] + r_n[t-1]) p_t(blank)
+        return new_n, new_b
+
+    def final(self, r_n, r_b) -> torch.Tensor:
+        "log P(the transcript is exactly the hypothesis): its alignments end at the last frame."
+        return torch.logaddexp(r_n[:, -1], r_b[:, -1])
+
 # %% ../nbs/28_stage_b.ipynb #6ea5d67e
 def _eval_batches(feats, batch_size, max_items=0):
     n = len(feats["mels"]) if not max_items else min(max_items, len(feats["mels"]))
@@ -467,8 +474,8 @@ def train_audio_enc(cfg: AudioEncoderConfig, plot: bool = True) -> dict:
           f"{len(val['mels'])} held-out utterances ({sum(m.shape[0] for m in train['mels']) / 6000:.0f} min of training audio)")
     lm = CharNgramLM(cfg.lm_order).fit(lm_texts(cfg, train["texts"])) if cfg.lm_order else None
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
-    trainer = SpeechTrainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(val, cfg), collate_fn=collate_speech,
-                      best="cer", best_mode="min", plot=plot)
+    trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(val, cfg), collate_fn=collate_speech,
+                      best="cer", best_mode="min", plot=plot, lengths=[m.shape[0] for m in train["mels"]])
     if lm is not None: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
     last = trainer.fit()
     metrics = final_metrics(trainer.raw_model, cfg, val, lm)
@@ -479,12 +486,7 @@ def train_audio_enc(cfg: AudioEncoderConfig, plot: bool = True) -> dict:
 # %% ../nbs/28_stage_b.ipynb #eb66a53f
 def load_audio_encoder(path="checkpoints/audio_encoder_laptop", device: str = "cpu") -> AudioEncoder:
     "An `AudioEncoder` (eval mode, `.lm` set when a char_lm.pt is beside it) from a checkpoint file or save folder."
-    p = resolve_path(path)
-    if p.is_dir():
-        found = next((p / f for f in ("final.pt", "best.pt", "last.pt") if (p / f).exists()), None)
-        if found is None: raise FileNotFoundError(f"no final.pt, best.pt or last.pt in {p}")
-        p = found
-    if not p.exists(): raise FileNotFoundError(f"checkpoint not found: {p}")
+    p = find_checkpoint(path)
     conf = load_checkpoint(p).get("config")      # CheckpointError for anything that is not a checkpoint
     if not conf or conf.get("kind") != "audio": raise CheckpointError(f"{p} is not an audio encoder checkpoint")
     cfg = load_config(dict(conf))
@@ -577,32 +579,20 @@ def bench(cfg: AudioEncoderConfig, steps: int = 5, seconds: float = 3.0) -> dict
     "Training utterances/s and transcription real-time factor (greedy and, if the config has one, with an LM)."
     dev = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    model = AudioEncoder(cfg).to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    model = AudioEncoder(cfg).to(dev)
     frames, chars = int(seconds * data.SAMPLE_RATE / data.HOP_LENGTH), int(seconds * 12)
     batch = dict(mel=torch.randn(cfg.batch_size, frames, cfg.n_mels, device=dev) - 5,
                  mel_lengths=torch.full((cfg.batch_size,), frames, device=dev),
                  targets=torch.randint(1, len(VOCAB), (cfg.batch_size * chars,), device=dev),
                  target_lengths=torch.full((cfg.batch_size,), chars, device=dev))
-    amp = amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype)
-    def step():
-        with autocast(dev, amp): loss = ctc_loss(model, batch)
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    step()
-    if dev.type == "cuda": torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps): step()
-    if dev.type == "cuda": torch.cuda.synchronize()
-    step_s = (time.perf_counter() - t) / steps
-    train_ups = cfg.batch_size / step_s
-    flops = flop_utilisation(train_step_flops(step), step_s, dev, amp)
+    train = bench_train_step(model, ctc_loss, batch, dev, amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype), steps)
     model.eval(); model.lm = None
     wave = torch.randn(10 * data.SAMPLE_RATE) * 0.1
     transcribe(wave, model=model)
     t = time.perf_counter(); transcribe(wave, model=model); rtf = (time.perf_counter() - t) / 10
-    out = dict(train_utterances_per_s=round(train_ups, 1), utterance_s=seconds, batch_size=cfg.batch_size, amp=str(amp),
-               threads=torch.get_num_threads(),
-               transcribe_rtf=round(rtf, 4), device=str(dev), params=count_parameters(model), **flops)
+    out = dict(train_utterances_per_s=round(cfg.batch_size / train["step_s"], 1), utterance_s=seconds, batch_size=cfg.batch_size,
+               threads=torch.get_num_threads(), transcribe_rtf=round(rtf, 4), device=str(dev), params=count_parameters(model),
+               **train)
     if cfg.lm_order:
         model.lm = CharNgramLM(cfg.lm_order).fit(["the quick brown fox jumps over the lazy dog"] * 10)
         t = time.perf_counter(); transcribe(wave, model=model); out["transcribe_rtf_lm"] = round((time.perf_counter() - t) / 10, 4)

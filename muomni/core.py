@@ -16,13 +16,15 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['PRESETS', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'project_root', 'resolve_path', 'atomic_write',
-           'atomic_write_json', 'TrainConfig', 'register_config', 'config_class', 'on_gpu', 'resolve_preset',
-           'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything', 'amp_dtype_for', 'autocast',
-           'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
-           'warmup_cosine', 'StepBatchSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
+__all__ = ['PRESETS', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES', 'project_root', 'resolve_path',
+           'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class', 'on_gpu',
+           'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
+           'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
+           'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'warmup_cosine', 'StepBatchSampler',
+           'LengthBucketSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
            'init_distributed', 'barrier', 'Trainer', 'write_metrics', 'count_parameters', 'human',
-           'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation', 'demo_problem', 'train_demo']
+           'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation', 'bench_train_step',
+           'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -80,6 +82,8 @@ class TrainConfig:
     max_steps: int = 1000
     max_epochs: int = 0                  # informational: update-configs derives max_steps from it
     max_time_s: float = 0.0              # stop early after this much training time (0: no limit)
+    lr_schedule: str = "steps"           # steps: warmup + cosine over max_steps; time: the cosine follows whichever of
+                                         # max_steps and max_time_s runs out first, so a time-capped run still anneals
     max_grad_norm: float = 1.0
     use_amp: bool = True                 # bf16/fp16 autocast on CUDA; on CPU only if amp_dtype="bf16"
     amp_dtype: str = "auto"              # auto | bf16 | fp16
@@ -227,13 +231,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
+def cpu_has_bf16() -> bool:
+    "Whether this CPU multiplies bf16 matrices in hardware (AVX-512 or AMX, through oneDNN)."
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
+_warned_bf16 = False
+
 def amp_dtype_for(device: torch.device, use_amp: bool = True, amp_dtype: str = "auto"):
     "The autocast dtype to use on `device`, or None for full precision."
+    global _warned_bf16
     if not use_amp: return None
     if device.type == "cuda":
         if amp_dtype == "fp16": return torch.float16
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and amp_dtype == "bf16": return torch.bfloat16
+    if device.type == "cpu" and amp_dtype == "bf16":
+        if cpu_has_bf16(): return torch.bfloat16
+        if not _warned_bf16:
+            print("note: this CPU has no bf16 matrix units (AVX-512/AMX), where bf16 runs ~80x slower; using float32")
+            _warned_bf16 = True
     return None
 
 def autocast(device: torch.device, dtype):
@@ -305,11 +321,24 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=Non
     if restore_rng: set_rng_state(state["rng"])
     return state
 
+CHECKPOINT_NAMES = ("final.pt", "best.pt", "last.pt")
+
+def find_checkpoint(path, required: bool = True) -> Path | None:
+    """The checkpoint a path stands for: the file itself, or a save folder's final.pt, else best.pt, else last.pt.
+    When there is none: FileNotFoundError naming what was looked for, or None with `required=False`."""
+    p = resolve_path(path)
+    if p.is_file(): return p
+    found = next((p / n for n in CHECKPOINT_NAMES if (p / n).is_file()), None) if p.is_dir() else None
+    if found is None and required:
+        raise FileNotFoundError(f"no {', '.join(CHECKPOINT_NAMES)} in {p}" if p.is_dir() else f"checkpoint not found: {p}")
+    return found
+
 # %% ../nbs/00_core.ipynb #7247e6ac
-def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1) -> float:
-    "LR multiplier: linear warmup to 1, cosine decay to `min_lr_ratio` at `max_steps`."
+def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1, progress: float = 0.0) -> float:
+    """LR multiplier: linear warmup to 1, cosine decay to `min_lr_ratio` at `max_steps`, or earlier when `progress`
+    (the share of a time budget already spent, 0..1) is ahead of the steps."""
     if step < warmup_steps: return (step + 1) / max(1, warmup_steps)
-    t = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    t = min(1.0, max((step - warmup_steps) / max(1, max_steps - warmup_steps), progress))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -332,6 +361,35 @@ class StepBatchSampler(torch.utils.data.Sampler):
     def __iter__(self):
         i = self.start
         while True: yield self.batch(i); i += 1
+
+# %% ../nbs/00_core.ipynb #a0a33d4c
+class LengthBucketSampler(StepBatchSampler):
+    """`StepBatchSampler` whose batches hold items of similar length (utterances, chat turns; less padding):
+    each epoch's shuffled order is cut into windows of `window` batches, sorted by length inside a window,
+    cut into batches, and the batches shuffled. Batch `i` still depends only on (seed, i): resumable."""
+    def __init__(self, lengths, batch_size: int, seed: int = 0, start: int = 0, window: int = 32, rank: int = 0, world_size: int = 1):
+        super().__init__(len(lengths), batch_size, seed, start, True, rank, world_size)
+        self.lengths, self.window, self._epoch = torch.as_tensor(lengths), window, (None, None)
+
+    def epoch_batches(self, epoch: int) -> list:
+        if self._epoch[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.n, generator=g)
+            batches, span = [], self.batch_size * self.window
+            for s in range(0, self.per_epoch * self.batch_size, span):
+                chunk = order[s:min(s + span, self.per_epoch * self.batch_size)]
+                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+                batches += [chunk[k:k + self.batch_size] for k in range(0, len(chunk), self.batch_size)]
+            self._epoch = (epoch, [batches[k] for k in torch.randperm(len(batches), generator=g).tolist()])
+        return self._epoch[1]
+
+    def batch(self, i: int) -> list[int]:
+        if self.n < self.batch_size: return super().batch(i)
+        epoch, j = divmod(i, self.per_epoch)
+        idx = self.epoch_batches(epoch)[j]
+        per = self.batch_size // self.world_size
+        return idx[self.rank * per:(self.rank + 1) * per].tolist()
+
 
 # %% ../nbs/00_core.ipynb #06fb4671
 def in_notebook() -> bool:
@@ -418,7 +476,8 @@ def barrier() -> None:
 class Trainer:
     "The training loop every stage uses."
     def __init__(self, model: nn.Module, cfg: TrainConfig, train_data, loss_fn, eval_fn=None, collate_fn=None,
-                 best: str = "loss", best_mode: str = "min", name: str | None = None, plot: bool = True, optimizer=None):
+                 best: str = "loss", best_mode: str = "min", name: str | None = None, plot: bool = True, optimizer=None,
+                 lengths=None):
         self.cfg, self.loss_fn, self.eval_fn, self.best, self.best_mode = cfg, loss_fn, eval_fn, best, best_mode
         self.name = name or Path(cfg.save_dir).name
         self.device = init_distributed(pick_device(cfg.device))
@@ -431,12 +490,16 @@ class Trainer:
         self.raw_model = model
         self.optimizer = optimizer or torch.optim.AdamW(param_groups(model, cfg.wd), lr=cfg.lr, betas=tuple(cfg.betas),
                                                         fused=self.device.type == "cuda")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio))
+        if cfg.lr_schedule not in ("steps", "time"): raise ValueError(f"lr_schedule must be 'steps' or 'time', got {cfg.lr_schedule!r}")
+        if cfg.lr_schedule == "time" and cfg.max_time_s <= 0: raise ValueError("lr_schedule='time' needs max_time_s > 0")
+        self.step, self.batches_seen, self.train_time_s = 0, 0, 0.0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self.lr_factor(s))
         self.amp_dtype = amp_dtype_for(self.device, cfg.use_amp, cfg.amp_dtype)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.train_data, self.collate_fn = train_data, collate_fn
-        self.step, self.batches_seen, self.train_time_s = 0, 0, 0.0
+        if lengths is not None and len(lengths) != len(train_data):
+            raise ValueError(f"lengths has {len(lengths)} entries for {len(train_data)} training items")
+        self.lengths = lengths
         self.history: list[dict] = []
         self.best_value = None
         self.plot = LivePlot(self.name, self.save_dir / "training.png") if (plot and self.is_main) else None
@@ -444,6 +507,12 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile: self.model = torch.compile(self.model)
         if cfg.resume and (self.save_dir / "last.pt").exists(): self.load(self.save_dir / "last.pt")
+
+    def lr_factor(self, step: int) -> float:
+        "LR multiplier at `step`: warmup + cosine over max_steps, or over the time budget when that runs out first."
+        cfg = self.cfg
+        progress = self.train_time_s / cfg.max_time_s if cfg.lr_schedule == "time" else 0.0
+        return warmup_cosine(step, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio, progress)
 
     # -- state -------------------------------------------------------------------------------------------------
     def state_extra(self) -> dict:
@@ -465,10 +534,15 @@ class Trainer:
         print(f"resumed {self.name} from {path} at step {self.step}")
 
     # -- data ----------------------------------------------------------------------------------------------------
+    def sampler(self) -> StepBatchSampler:
+        "This rank's endless batches of indices from batch `batches_seen` on; length-bucketed when `lengths` were given."
+        kw = dict(batch_size=self.cfg.batch_size, seed=self.cfg.seed, start=self.batches_seen, rank=self.rank,
+                  world_size=self.world_size)
+        if self.lengths is not None: return LengthBucketSampler(self.lengths, **kw)
+        return StepBatchSampler(len(self.train_data), **kw)
+
     def _batches(self):
-        sampler = StepBatchSampler(len(self.train_data), self.cfg.batch_size, self.cfg.seed, start=self.batches_seen,
-                                   rank=self.rank, world_size=self.world_size)
-        loader = torch.utils.data.DataLoader(self.train_data, batch_sampler=sampler, collate_fn=self.collate_fn,
+        loader = torch.utils.data.DataLoader(self.train_data, batch_sampler=self.sampler(), collate_fn=self.collate_fn,
                                              num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
                                              generator=torch.Generator().manual_seed(self.cfg.seed + self.batches_seen))
         # (its own generator: a DataLoader otherwise draws from the global RNG, and a resumed run would diverge)
@@ -642,6 +716,25 @@ def flop_utilisation(flops_per_step: int, seconds_per_step: float, device, dtype
     achieved = flops_per_step / seconds_per_step
     return dict(train_flops_per_step=int(flops_per_step), achieved_tflops=round(achieved / 1e12, 4),
                 matmul_tflops=round(peak / 1e12, 4), matmul_dtype=str(dtype).removeprefix("torch."), mfu=round(achieved / peak, 4))
+
+def bench_train_step(model: nn.Module, loss_fn, batch, device: torch.device, amp_dtype=None, steps: int = 5,
+                     warmup: int = 1, flops: bool = True) -> dict:
+    """Seconds per training step of `loss_fn(model, batch)` (autocast forward, backward, an AdamW step) on `device`,
+    after `warmup` steps; with `flops`, also the step's FLOPs and the model FLOP utilisation. Every stage's `bench`."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model.train()
+    def step():
+        with autocast(device, amp_dtype): out = loss_fn(model, batch)
+        (out["loss"] if isinstance(out, dict) else out).backward()
+        opt.step(); opt.zero_grad(set_to_none=True)
+    for _ in range(warmup): step()
+    sync(); t = time.perf_counter()
+    for _ in range(steps): step()
+    sync(); step_s = (time.perf_counter() - t) / steps
+    out = dict(step_s=round(step_s, 5), amp=str(amp_dtype))
+    if flops: out.update(flop_utilisation(train_step_flops(step), step_s, device, amp_dtype))
+    return out
 
 # %% ../nbs/00_core.ipynb #8864ef48
 def demo_problem(cfg: DemoConfig):

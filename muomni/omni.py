@@ -20,16 +20,17 @@ from fastcore.basics import patch
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
-                         pick_device, seed_everything, config_dict, CheckpointError, amp_dtype_for, autocast)
+                         pick_device, seed_everything, config_dict, CheckpointError, amp_dtype_for, autocast,
+                         find_checkpoint, LengthBucketSampler, bench_train_step)
 
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'OmniConfig', 'stage_dir',
-           'checkpoint_in', 'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part',
-           'load_parts', 'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions',
-           'Omni', 'collate', 'SFTData', 'LengthBatches', 'sft_loss', 'answer_batch', 'answer_items', 'question_type',
-           'normalize_answer', 'record_example', 'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves',
-           'shape_records', 'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate',
-           'evaluate_sft', 'save_components', 'seconds_per_step', 'sft_omni', 'bench']
+           'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts', 'user_turn',
+           'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate', 'SFTData',
+           'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example',
+           'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records', 'speech_voice_split',
+           'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate', 'evaluate_sft', 'save_components',
+           'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -67,7 +68,6 @@ class OmniConfig(TrainConfig):
     n_val_digits: int = 200
     val_text_tokens: int = 16384     # held-out Shakespeare tokens scored for nats/char (0: Stage A's setting)
     length_batches: bool = True      # batches of examples of similar length (far less padding)
-    fit_steps_to_time: bool = False  # time a few steps first and lower max_steps so the cosine schedule ends by max_time_s
     eval_limit: int = 100            # items per held-out set at the periodic validations (the final one uses all)
     answer_tokens: int = 12          # generation budget for short answers
     transcript_tokens: int = 48      # ... and for transcripts
@@ -90,19 +90,13 @@ def stage_dir(cfg: OmniConfig, part: str) -> Path:
         save_dir = raw.get("presets", {}).get(cfg.preset, {}).get("save_dir", raw.get("save_dir"))
     return resolve_path(cfg.save_dir).parent / Path(save_dir).name   # same checkpoints root as ours
 
-def checkpoint_in(path) -> Path | None:
-    "final.pt, best.pt or last.pt of a folder (or the file itself); None when there is none."
-    p = resolve_path(path)
-    if p.is_file(): return p
-    return next((p / f for f in ("final.pt", "best.pt", "last.pt") if (p / f).exists()), None)
-
 # %% ../nbs/31_stage_e.ipynb #099061bf
 def _fresh_note(part: str, where, why: str = "") -> None:
     print(f"NOTE (smoke): no usable {part} checkpoint at {where}{why}; using a freshly initialised {part} instead")
 
 def _try_load(cfg: OmniConfig, part: str, where, load):
     "`load(where)` if there is a checkpoint; None when there is none (or, in smoke only, when it cannot be read)."
-    if checkpoint_in(where) is None:
+    if find_checkpoint(where, required=False) is None:
         if cfg.preset != "smoke": raise FileNotFoundError(f"no {part} checkpoint at {where}; train that stage first")
         _fresh_note(part, where)
         return None
@@ -388,22 +382,7 @@ class SFTData(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.examples[i]
     def collate(self, items, left_pad: bool = False):
         return collate(items, self.image_bank, self.audio_bank, self.pad_id, left_pad)
-
-class LengthBatches(torch.utils.data.Dataset):
-    """Whole batches of examples of similar length: item i is a list of `batch_size` examples (train with a batch size
-    of 1). Pools of `pool` batches are sorted by length and cut, so a batch of one-word answers does not pad to a
-    transcript's length."""
-    def __init__(self, data: SFTData, batch_size: int, seed: int = 0, pool: int = 32):
-        order = list(range(len(data)))
-        random.Random(seed).shuffle(order)
-        batches = []
-        for s in range(0, len(order), batch_size * pool):
-            chunk = sorted(order[s:s + batch_size * pool], key=lambda i: len(data[i]["ids"]))
-            batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
-        self.data, self.batches = data, [b for b in batches if len(b) == batch_size] or batches
-    def __len__(self): return len(self.batches)
-    def __getitem__(self, i): return [self.data[j] for j in self.batches[i]]
-    def collate(self, items): return self.data.collate([ex for batch in items for ex in batch])
+    def lengths(self) -> list[int]: return [len(ex["ids"]) for ex in self.examples]
 
 def sft_loss(model, batch) -> torch.Tensor:
     """Next-token cross-entropy on the answer tokens (and on plain-text windows), averaged per example first: a
@@ -677,23 +656,6 @@ def _optimizer(omni: Omni, cfg: OmniConfig):
             if ps: groups.append(dict(params=ps, weight_decay=g["weight_decay"], lr=cfg.lr * (cfg.projector_lr_mult if is_proj else 1)))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
-def seconds_per_step(omni: Omni, data, cfg: OmniConfig, n: int = 4) -> float:
-    "Measured seconds of one training step (forward + backward over `gradient_accumulation_steps` batches) on `data`."
-    from muomni.core import to_device
-    g = torch.Generator().manual_seed(cfg.seed)
-    per_item = 1 if isinstance(data, LengthBatches) else cfg.batch_size
-    omni.train()
-    times = []
-    for k in range(n + 1):
-        t = time.perf_counter()
-        for _ in range(cfg.gradient_accumulation_steps):
-            idx = torch.randint(len(data), (per_item,), generator=g).tolist()
-            sft_loss(omni, to_device(data.collate([data[i] for i in idx]), omni.device)).backward()
-        if k: times.append(time.perf_counter() - t)
-    omni.zero_grad(set_to_none=True)
-    omni.eval()
-    return sum(times) / len(times) * 1.08            # + the optimizer step
-
 def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=None, talker=None, plot: bool = True,
              return_all: bool = False):
     """Stage E: join the stages with projectors and fine-tune on multimodal chat; return (and write) held-out metrics.
@@ -715,20 +677,12 @@ def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=N
     before = A.text_metrics(omni.thinker, windows, n_chars)["val_nats_per_char"]
     print(f"held-out nats/char before SFT: {before:.4f}")
     talker_dir = talker if isinstance(talker, (str, Path)) else stage_dir(cfg, "talker") if parts["talker"] is not None else None
-    train_set = LengthBatches(data["train"], cfg.batch_size, cfg.seed) if cfg.length_batches else data["train"]
-    if cfg.fit_steps_to_time and cfg.max_time_s:
-        per_step = seconds_per_step(omni, train_set, cfg)
-        fit = max(10, int(cfg.max_time_s / per_step))
-        print(f"{per_step:.3f} s per step: {min(fit, cfg.max_steps)} steps fit in {cfg.max_time_s:.0f} s")
-        if fit < cfg.max_steps:
-            cfg = dataclasses.replace(cfg, max_steps=fit, val_freq=max(1, round(cfg.val_freq * fit / cfg.max_steps)),
-                                      warmup_steps=min(cfg.warmup_steps, fit // 10))
     save_components(omni, cfg.save_dir, _talker_copy(parts["talker"], talker_dir, cfg.save_dir))
     eval_fn = lambda m: {k: v for k, v in evaluate_sft(m, data, cfg, limit=cfg.eval_limit).items() if k != "predictions"}
-    # with length batches each dataset item is a whole batch, so the Trainer draws one item per step
-    tcfg = dataclasses.replace(cfg, batch_size=1) if cfg.length_batches else cfg
-    trainer = Trainer(omni, tcfg, train_set, sft_loss, eval_fn, collate_fn=train_set.collate, best="vqa_accuracy",
-                      best_mode="max", plot=plot, optimizer=_optimizer(omni, cfg))
+    train_set = data["train"]
+    trainer = Trainer(omni, cfg, train_set, sft_loss, eval_fn, collate_fn=train_set.collate, best="vqa_accuracy",
+                      best_mode="max", plot=plot, optimizer=_optimizer(omni, cfg),
+                      lengths=train_set.lengths() if cfg.length_batches else None)
     trainer.fit()
     omni.eval()
     with torch.no_grad():
@@ -750,8 +704,7 @@ def load(cls: Omni, ckpt_dir="checkpoints/omni_final", device: str = "auto") -> 
     d = resolve_path(ckpt_dir)
     if not d.is_dir(): raise FileNotFoundError(f"Omni folder not found: {d} (train it with muomni sft-omni)")
     if not (d / "components.json").exists(): raise FileNotFoundError(f"{d} is not an Omni save folder (no components.json)")
-    ckpt = checkpoint_in(d)
-    if ckpt is None: raise FileNotFoundError(f"no final.pt, best.pt or last.pt in {d}")
+    ckpt = find_checkpoint(d)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     conf = dict(state.get("config") or {})
     if conf.get("kind") != "omni": raise CheckpointError(f"{ckpt} is not an Omni checkpoint (kind={conf.get('kind')!r})")
@@ -838,18 +791,11 @@ def bench(cfg: OmniConfig, steps: int = 5) -> dict:
     batch = collate(items, bank, None, tok.pad_id)
     from muomni.core import to_device
     batch = to_device(batch, omni.device)
-    opt = torch.optim.AdamW([p for p in omni.parameters() if p.requires_grad], lr=1e-5)
-    omni.train()
-    def step():
-        loss = sft_loss(omni, batch); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    step()
-    t = time.perf_counter()
-    for _ in range(steps): step()
-    train = steps * B / (time.perf_counter() - t)
+    train = bench_train_step(omni, sft_loss, batch, omni.device, amp_dtype_for(omni.device, cfg.use_amp, cfg.amp_dtype), steps)
     omni.eval()
     from PIL import Image
     img = Image.new("RGB", (64, 64), (200, 30, 30))
     omni.chat("what colour is the shape?", image=img, max_new_tokens=4)
     t = time.perf_counter(); omni.chat("what colour is the shape?", image=img, max_new_tokens=4); latency = time.perf_counter() - t
     return dict(device=str(omni.device), params=count_parameters(omni), trainable=count_parameters(omni, trainable_only=True),
-                image_tokens=n, train_examples_per_s=round(train, 1), answer_latency_s=round(latency, 3))
+                image_tokens=n, train_examples_per_s=round(B / train["step_s"], 1), answer_latency_s=round(latency, 3), **train)

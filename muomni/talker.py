@@ -17,9 +17,8 @@ from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
                          write_metrics, count_parameters, human, atomic_write_json, seed_everything, config_dict,
-                         amp_dtype_for, autocast)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step)
 from . import data
-from .core import flop_utilisation, train_step_flops
 from .thinker import Block, KVCache, rope_tables
 
 class one_thread:
@@ -242,10 +241,9 @@ def train_codec(cfg: CodecConfig, train_mels: list[torch.Tensor], val_mels: list
 
 def load_codec(path: str | Path, device: str = "cpu") -> RVQCodec:
     "An RVQCodec from a checkpoint file or a save dir (final.pt, else best.pt, else last.pt)."
-    path = resolve_path(path)
-    if path.is_dir(): path = next((path / f for f in ("final.pt", "best.pt", "last.pt") if (path / f).exists()), path / "final.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-    if state is None: raise FileNotFoundError(f"codec checkpoint not found: {path}")
+    path = find_checkpoint(path, required=False) or resolve_path(path)
+    if not path.is_file(): raise FileNotFoundError(f"codec checkpoint not found: {path} (train it with train_codec)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
     known = {f for f in CodecConfig.__dataclass_fields__}
     cfg = CodecConfig(**{k: v for k, v in state.get("config", {}).items() if k in known})
     model = RVQCodec(cfg)
@@ -314,7 +312,8 @@ def codec_config(cfg: TalkerConfig) -> CodecConfig:
     "The codec run's config, derived from the Talker config (its own save dir, steps, batch and lr)."
     return CodecConfig(kind="codec", preset=cfg.preset, save_dir=cfg.codec_dir, data_dir=cfg.data_dir, device=cfg.device,
                        seed=cfg.seed, batch_size=cfg.codec_batch_size, lr=cfg.codec_lr, wd=0.0, warmup_steps=50,
-                       max_steps=cfg.codec_steps, max_time_s=cfg.codec_max_time_s, val_freq=cfg.codec_steps // 3 if cfg.codec_steps >= 30 else 0,
+                       max_steps=cfg.codec_steps, max_time_s=cfg.codec_max_time_s,
+                       lr_schedule=cfg.lr_schedule if cfg.codec_max_time_s else "steps", val_freq=cfg.codec_steps // 3 if cfg.codec_steps >= 30 else 0,
                        checkpoint_freq=cfg.codec_steps, print_freq=max(min(50, cfg.codec_steps // 5), 1),
                        hidden=cfg.codec_hidden, latent_dim=cfg.codec_latent_dim, codebooks=cfg.codebooks,
                        codebook_size=cfg.codebook_size, window=cfg.codec_window, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype)
@@ -557,8 +556,8 @@ def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: 
         path = next((p for p in ("checkpoints/talker_laptop", "checkpoints/talker_tiny") if resolve_path(p).exists()), "checkpoints/talker_tiny")
     path = resolve_path(path)
     folder = path if path.is_dir() else path.parent
-    if path.is_dir(): path = next((path / f for f in ("final.pt", "best.pt", "last.pt") if (path / f).exists()), path / "final.pt")
-    if not path.exists(): raise FileNotFoundError(f"Talker checkpoint not found: {path} (train it with train_talker)")
+    path = find_checkpoint(path, required=False) or path
+    if not path.is_file(): raise FileNotFoundError(f"Talker checkpoint not found: {path} (train it with train_talker)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     known = set(TalkerConfig.__dataclass_fields__)
     cfg = TalkerConfig(**{k: v for k, v in state.get("config", {}).items() if k in known})
@@ -690,20 +689,13 @@ def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jump
     cfg = cfg or load_config("talker_tiny")
     dev = pick_device(cfg.device)
     seed_everything(cfg.seed)
-    model = Talker(cfg, [PAD, SIL, UNK] + [f"p{i}" for i in range(40)]).to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    batch, amp = _bench_batch(cfg, len(model.phones), seconds, dev), amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    def step():
-        with autocast(dev, amp): loss = talker_loss(model, batch, cfg.dur_weight)["loss"]
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    step(); sync()
-    t = time.perf_counter()
-    for _ in range(train_steps): step()
-    sync(); step_s = (time.perf_counter() - t) / train_steps
-    train = dict(train_utterances_per_s=round(cfg.batch_size / step_s, 1), batch_size=cfg.batch_size, utterance_s=seconds,
-                 amp=str(amp), **flop_utilisation(train_step_flops(step), step_s, dev, amp))
-    del model, opt, batch
+    model = Talker(cfg, [PAD, SIL, UNK] + [f"p{i}" for i in range(40)]).to(dev)
+    batch = _bench_batch(cfg, len(model.phones), seconds, dev)
+    step = bench_train_step(model, lambda m, b: talker_loss(m, b, cfg.dur_weight), batch, dev,
+                            amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype), train_steps)
+    train = dict(train_utterances_per_s=round(cfg.batch_size / step["step_s"], 1), batch_size=cfg.batch_size,
+                 utterance_s=seconds, **step)
+    del model, batch
     try: talker, trained = load_talker(cfg.save_dir, device=cfg.device), True
     except FileNotFoundError:
         talker, trained = Talker(cfg, [PAD, SIL, UNK]).eval(), False

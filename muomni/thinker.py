@@ -17,16 +17,14 @@ from torch import nn
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          Trainer, write_metrics, load_checkpoint, count_parameters, human, pick_device, autocast,
-                         amp_dtype_for, seed_everything, unwrap, CheckpointError)
-from .core import flop_utilisation, train_step_flops
+                         amp_dtype_for, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'tokenizer_cache_path', 'train_tokenizer',
            'rope_tables', 'apply_rope', 'KVCache', 'Attention', 'SwiGLU', 'MoE', 'Block', 'Thinker', 'param_breakdown',
            'incremental_logits', 'sample_next', 'generate', 'complete', 'text_corpus', 'PackedText',
            'stream_cache_path', 'token_stream', 'eval_windows', 'count_chars', 'text_nll', 'text_metrics', 'lm_loss',
-           'show_samples', 'train_documents', 'prepare_text', 'use_time_schedule', 'train_text', 'load_thinker',
-           'count_samples', 'bench']
+           'show_samples', 'train_documents', 'prepare_text', 'train_text', 'load_thinker', 'count_samples', 'bench']
 
 # %% ../nbs/27_stage_a.ipynb #11fae109
 @register_config("thinker")
@@ -51,7 +49,6 @@ class ThinkerConfig(TrainConfig):
     moe_aux_weight: float = 0.01     # weight of the load-balancing loss
     corpus: str = "shakespeare"      # or a path to any UTF-8 .txt file
     max_train_chars: int = 0         # use at most this many characters of training text (0: all; smoke runs)
-    lr_schedule: str = "steps"       # steps: warmup + cosine over max_steps; time: over max_steps or max_time_s, whichever ends first
     eval_tokens: int = 0             # tokens of the held-out split scored at each validation (0: all of them)
     final_eval_tokens: int = 0       # tokens scored for the reported metrics after training (0: all of them)
     sample_tokens: int = 48          # length of the sampled continuations shown at each validation
@@ -157,6 +154,11 @@ class KVCache:
             k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         self.layers[i] = (k, v)
         return k, v
+
+    def reorder(self, rows: torch.Tensor) -> "KVCache":
+        "Keep (and repeat) the batch rows `rows` of every layer: beam search follows its surviving hypotheses."
+        self.layers = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.layers]
+        return self
 
 class Attention(nn.Module):
     "Multi-head self-attention with RoPE and grouped key/value heads."
@@ -519,17 +521,6 @@ def prepare_text(cfg: ThinkerConfig):
     tok = train_tokenizer(train, cfg.vocab_size, cache)
     return tok, token_stream(tok, train, cache), token_stream(tok, docs["val"], cache)
 
-def use_time_schedule(trainer: Trainer) -> None:
-    """Make `trainer`'s warmup + cosine follow max(step / max_steps, train_time / max_time_s), so a run capped by
-    wall time still anneals its learning rate on a slower (or busier) machine."""
-    cfg = trainer.cfg
-    if cfg.max_time_s <= 0: raise ValueError("lr_schedule='time' needs max_time_s > 0")
-    def factor(_):
-        if trainer.step < cfg.warmup_steps: return (trainer.step + 1) / cfg.warmup_steps
-        t = min(1.0, max(trainer.step / cfg.max_steps, trainer.train_time_s / cfg.max_time_s))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, factor)
-
 def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     "Stage A: train the tokenizer and the Thinker on `cfg`; return (and write) the held-out metrics."
     t0 = time.time()
@@ -552,9 +543,7 @@ def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
         show_samples(m, tok, cfg.sample_prompts, cfg.sample_tokens, cfg.seed)
         return out
     loss_fn = lambda m, b: lm_loss(m, b, cfg.moe_aux_weight if cfg.use_moe else 0.0)
-    if cfg.lr_schedule not in ("steps", "time"): raise ValueError(f"lr_schedule must be 'steps' or 'time', got {cfg.lr_schedule!r}")
     trainer = Trainer(model, cfg, PackedText(train_ids, cfg.ctx_len), loss_fn, eval_fn, plot=plot)
-    if cfg.lr_schedule == "time": use_time_schedule(trainer)
     final = trainer.fit()
     if cfg.final_eval_tokens != cfg.eval_tokens:          # the reported figure scores all held-out windows by default
         val_w = eval_windows(val_ids, cfg.ctx_len, cfg.final_eval_tokens)
@@ -573,11 +562,7 @@ def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
 # %% ../nbs/27_stage_a.ipynb #59e3bc75
 def load_thinker(path, device: str = "cpu") -> tuple[Thinker, TextTokenizer]:
     "(model, tokenizer) from a Stage A save folder (final.pt, else best.pt, else last.pt) or a checkpoint file."
-    path = resolve_path(path)
-    if path.is_dir():
-        ckpt = next((path / f for f in ("final.pt", "best.pt", "last.pt") if (path / f).exists()), None)
-        if ckpt is None: raise FileNotFoundError(f"no Thinker checkpoint (final.pt/best.pt/last.pt) in {path}")
-    else: ckpt = path
+    ckpt = find_checkpoint(path)
     state = load_checkpoint(ckpt)
     conf = dict(state.get("config") or {})
     if conf.get("kind") != "thinker": raise CheckpointError(f"{ckpt} is not a Thinker checkpoint (kind={conf.get('kind')!r})")
@@ -616,20 +601,12 @@ def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 64, batch_
     model = Thinker(cfg).to(dev)
     amp = amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype)
     B, T = batch_size or cfg.batch_size, cfg.ctx_len
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = torch.randint(0, cfg.vocab_size, (B, T + 1), device=dev)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
-    def step():
-        with autocast(dev, amp): loss = lm_loss(model, batch)
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    step(); sync()                                                  # warm-up
-    t = time.perf_counter()
-    for _ in range(train_steps): step()
-    sync(); step_s = (time.perf_counter() - t) / train_steps
+    train = bench_train_step(model, lm_loss, batch, dev, amp, train_steps)
     prompt = torch.randint(0, cfg.vocab_size, (1, min(32, T)), device=dev)
-    out = dict(device=str(dev), params=count_parameters(model), batch_size=B, ctx_len=T, amp=str(amp),
-               train_tokens_per_s=round(B * T / step_s, 1))
-    out.update(flop_utilisation(train_step_flops(step), step_s, dev, amp))
+    out = dict(device=str(dev), params=count_parameters(model), batch_size=B, ctx_len=T,
+               train_tokens_per_s=round(B * T / train["step_s"], 1), **train)
     for use_cache in (True, False):
         with autocast(dev, amp):
             generate(model, prompt, 4, use_cache=use_cache); sync()

@@ -20,14 +20,14 @@ from torchvision.transforms import v2
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, Trainer,
                          write_metrics, load_checkpoint, count_parameters, human, pick_device, atomic_write,
-                         amp_dtype_for, autocast)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step)
 
 # %% auto #0
 __all__ = ['DOMAINS', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'VisionConfig', 'Attention', 'Block', 'conv_stem',
            'patch_embedding', 'VisionEncoder', 'VisionClassifier', 'open_image', 'pad_square', 'to_model_size',
            'images_to_tensor', 'ink_mask', 'vary_digit', 'VisionSet', 'AugmentCollate', 'label_fields',
            'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss', 'predict', 'correct', 'vision_eval_fn',
-           'bench', 'fit_steps_to_time', 'train_vision', 'count_samples', 'checkpoint_file', 'load_vision', 'classify']
+           'bench', 'train_vision', 'count_samples', 'load_vision', 'classify']
 
 # %% ../nbs/29_stage_c.ipynb #c92b9c31
 @register_config("vision")
@@ -439,17 +439,12 @@ def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
     device = pick_device(cfg.device)
     conf = dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in label_fields().items()})
     model = VisionClassifier(conf).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
     y = torch.zeros(cfg.batch_size, len(HEADS), dtype=torch.long, device=device)
     y[:, HEADS.index("digit")] = IGNORE
     sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
     amp = amp_dtype_for(device, cfg.use_amp, cfg.amp_dtype)
-    for i in range(warmup + steps):
-        if i == warmup: sync(); t0 = time.time()
-        with autocast(device, amp): loss = vision_loss(model, (x, y))["loss"]
-        opt.zero_grad(); loss.backward(); opt.step()
-    sync(); train_ips = steps * cfg.batch_size / (time.time() - t0)
+    train = bench_train_step(model, vision_loss, (x, y), device, amp, steps, warmup)
     model.eval()
     with torch.no_grad(), autocast(device, amp):
         for i in range(warmup + steps):
@@ -457,28 +452,15 @@ def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
             model(normalize(x))
     sync(); infer_ips = steps * cfg.batch_size / (time.time() - t0)
     return dict(preset=cfg.preset, device=str(device), img_size=cfg.img_size, patch_size=cfg.patch_size,
-                batch_size=cfg.batch_size, amp=str(amp), encoder_parameters=count_parameters(model.encoder),
-                train_images_per_s=round(train_ips, 1), infer_images_per_s=round(infer_ips, 1))
+                batch_size=cfg.batch_size, encoder_parameters=count_parameters(model.encoder),
+                train_images_per_s=round(cfg.batch_size / train["step_s"], 1), infer_images_per_s=round(infer_ips, 1), **train)
 
 # %% ../nbs/29_stage_c.ipynb #33590a63
-def fit_steps_to_time(cfg: VisionConfig, probe_steps: int = 6) -> int:
-    """With a time budget (`max_time_s`), time a few training steps on this machine now and lower `max_steps` so the
-    warmup+cosine schedule ends inside the budget instead of being cut off at a high learning rate."""
-    if not cfg.max_time_s: return cfg.max_steps
-    probe = dataclasses.replace(cfg, batch_size=cfg.batch_size * cfg.gradient_accumulation_steps)
-    ips = bench(probe, steps=probe_steps, warmup=2)["train_images_per_s"]
-    fits = int(cfg.max_time_s * 0.92 * ips / (cfg.batch_size * cfg.gradient_accumulation_steps))
-    if fits < cfg.max_steps:
-        print(f"{ips:.0f} training images/s here: max_steps {cfg.max_steps} -> {fits} to fit max_time_s={cfg.max_time_s:.0f}")
-        cfg.max_steps = max(fits, cfg.warmup_steps + 1)
-    return cfg.max_steps
-
 def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True, return_trainer: bool = False):
     "Stage C: train ViT-Tiny on shapes and digits; returns the held-out metrics (also in <save_dir>/metrics.json)."
     t0 = time.time()
     data = data or vision_data(cfg)
     t_data = time.time() - t0
-    if not cfg.resume: fit_steps_to_time(cfg)
     model = VisionClassifier(cfg)
     print(f"VisionEncoder {human(count_parameters(model.encoder))} parameters, heads {human(count_parameters(model.heads))}; "
           f"{cfg.img_size}px images, {model.encoder.n_patches} patches; {len(data['train'])} training pictures")
@@ -498,19 +480,9 @@ def count_samples(cfg: VisionConfig) -> int:
     return cfg.n_train_shapes + len(_digit_items(cfg, "train")) * (1 + cfg.digit_renderings)
 
 # %% ../nbs/29_stage_c.ipynb #812896fa
-def checkpoint_file(path) -> Path:
-    "A checkpoint file from a file or a save folder (final.pt, else best.pt, else last.pt)."
-    p = resolve_path(path)
-    if p.is_dir():
-        for name in ("final.pt", "best.pt", "last.pt"):
-            if (p / name).exists(): return p / name
-        raise FileNotFoundError(f"no final.pt, best.pt or last.pt in {p}")
-    if not p.exists(): raise FileNotFoundError(f"checkpoint not found: {p}")
-    return p
-
 def load_vision(path, device: str = "cpu") -> VisionClassifier:
     "A trained VisionClassifier (eval mode) from a Stage C checkpoint or save folder."
-    f = checkpoint_file(path)
+    f = find_checkpoint(path)
     state = load_checkpoint(f)
     conf = dict(state.get("config") or {})
     if conf.get("kind") != "vision": raise ValueError(f"{f} is not a Stage C (vision) checkpoint (kind={conf.get('kind')!r})")
