@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['PRESETS', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES', 'project_root', 'resolve_path',
+__all__ = ['PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES', 'project_root', 'resolve_path',
            'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class', 'on_gpu',
            'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
            'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'warmup_cosine', 'StepBatchSampler',
            'LengthBucketSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
-           'init_distributed', 'barrier', 'Trainer', 'write_metrics', 'count_parameters', 'human',
-           'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation', 'bench_train_step',
-           'demo_problem', 'train_demo']
+           'init_distributed', 'barrier', 'shard_model', 'is_sharded', 'full_state', 'load_full_state', 'Trainer',
+           'write_metrics', 'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops',
+           'flop_utilisation', 'bench_train_step', 'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -60,7 +60,8 @@ def atomic_write_json(obj, path: str | Path) -> Path:
     return atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8"))
 
 # %% ../nbs/00_core.ipynb #0280448c
-PRESETS = ("smoke", "laptop", "tiny", "medium", "large")
+PRESETS = ("smoke", "laptop", "tiny", "medium", "large", "xl")
+SCALED = {"medium": ("medium",), "large": ("large",), "xl": ("xl", "large")}   # the files a scaled preset reads, in order
 
 @dataclass
 class TrainConfig:
@@ -88,6 +89,8 @@ class TrainConfig:
     use_amp: bool = True                 # bf16/fp16 autocast on CUDA; on CPU only if amp_dtype="bf16"
     amp_dtype: str = "auto"              # auto | bf16 | fp16
     compile: bool = False
+    parallel: str = "ddp"               # under torchrun: ddp (a full replica per rank) | fsdp (parameters, gradients
+                                         # and optimizer state sharded across ranks: models whose replicas do not fit)
     val_freq: int = 200
     val_split: float = 0.1
     checkpoint_freq: int = 500
@@ -163,9 +166,9 @@ def _config_file(path_or_name: str | Path, preset: str) -> Path:
         cands = [resolve_path(f"configs/{p.name}.json"), resolve_path(f"configs/{p.name}_tiny.json")]
         p = next((c for c in cands if c.exists()), cands[-1])
     elif not p.is_absolute() and not p.exists(): p = resolve_path(p)
-    if preset in ("medium", "large") and p.stem.endswith("_tiny"):
-        scaled = p.with_name(p.stem[:-len("_tiny")] + f"_{preset}.json")
-        if scaled.exists(): p = scaled
+    if preset in SCALED and p.stem.endswith("_tiny"):           # xl scales the Thinker; stages without an xl file use large
+        scaled = [p.with_name(p.stem[:-len("_tiny")] + f"_{s}.json") for s in SCALED[preset]]
+        p = next((s for s in scaled if s.exists()), p)
     if not p.exists(): raise FileNotFoundError(f"config file not found: {p}")
     return p
 
@@ -187,7 +190,7 @@ def load_config(path_or_name: str | Path | dict, preset: str | None = None, ckpt
     values = dict(raw)
     if preset:
         preset = resolve_preset(preset)
-        if preset != "tiny" and preset not in presets and not source.endswith(f"_{preset}.json"):
+        if preset != "tiny" and preset not in presets and not any(source.endswith(f"_{s}.json") for s in SCALED.get(preset, ())):
             raise ValueError(f"{source}: no '{preset}' preset (it has {sorted(presets) or 'none'})")
         values.update(presets.get(preset, {}))
         values["preset"] = preset
@@ -282,10 +285,14 @@ def set_rng_state(state: dict) -> None:
     n = state["numpy"]; np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
     if state.get("cuda") and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
-def save_checkpoint(path, model, cfg=None, optimizer=None, scheduler=None, scaler=None, step=0, extra=None) -> Path:
-    "Write a resumable checkpoint atomically."
-    state = dict(format_version=CKPT_FORMAT, model=unwrap(model).state_dict(), step=int(step), rng=rng_state(),
-                 config=config_dict(cfg) if dataclasses.is_dataclass(cfg) else (cfg or {}), extra=extra or {})
+def save_checkpoint(path, model, cfg=None, optimizer=None, scheduler=None, scaler=None, step=0, extra=None,
+                    model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Write a resumable checkpoint atomically. `model_state`/`optimizer_state`: state dicts already gathered (a
+    sharded model's, see `full_state`) to write instead of `model`'s and `optimizer`'s own."""
+    state = dict(format_version=CKPT_FORMAT, model=model_state if model_state is not None else unwrap(model).state_dict(),
+                 step=int(step), rng=rng_state(), config=config_dict(cfg) if dataclasses.is_dataclass(cfg) else (cfg or {}),
+                 extra=extra or {})
+    if optimizer_state is not None: state["optimizer"], optimizer = optimizer_state, None
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is not None: state[name] = obj.state_dict()
     return atomic_write(path, lambda t: torch.save(state, t))
@@ -472,6 +479,37 @@ def barrier() -> None:
     "Wait for every rank (no-op when not distributed)."
     if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
 
+def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Shard `model` across the ranks with FSDP2 (`fully_shard`), in place: each item of its `nn.ModuleList`s (the
+    transformer blocks) is one unit, gathered just before it runs and freed after; the rest is the root unit."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.device_mesh import init_device_mesh
+    mesh = init_device_mesh(device.type, (dist_info()[1],))
+    units = [m for lst in model.modules() if isinstance(lst, nn.ModuleList) for m in lst]
+    inside = {id(d) for u in units for d in u.modules() if d is not u}       # an expert inside a block goes with its block
+    for u in units:
+        if id(u) not in inside: fully_shard(u, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+def full_state(model: nn.Module, optimizer=None) -> tuple[dict, dict | None]:
+    """(model, optimizer) state dicts of a sharded model gathered whole on rank 0, on the CPU (the other ranks get
+    empty dicts). Every rank must call it: it is a collective."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict, StateDictOptions
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(model, options=opts),
+            get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None)
+
+def load_full_state(model: nn.Module, model_state: dict, optimizer=None, optimizer_state: dict | None = None) -> None:
+    "Load whole (unsharded) state dicts, read by every rank, into a sharded model and its optimizer."
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict, StateDictOptions
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=opts)
+    if optimizer is not None and optimizer_state is not None: set_optimizer_state_dict(model, optimizer, optimizer_state, options=opts)
+
 # %% ../nbs/00_core.ipynb #a7a1caa1
 class Trainer:
     "The training loop every stage uses."
@@ -488,7 +526,12 @@ class Trainer:
         if self.is_main: atomic_write_json(config_dict(cfg), self.save_dir / "config.json")   # fails early if not writable
         self.model = model.to(self.device)
         self.raw_model = model
-        self.optimizer = optimizer or torch.optim.AdamW(param_groups(model, cfg.wd), lr=cfg.lr, betas=tuple(cfg.betas),
+        if cfg.parallel not in ("ddp", "fsdp"): raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {cfg.parallel!r}")
+        self.sharded = self.world_size > 1 and cfg.parallel == "fsdp"
+        if self.sharded:                                      # shard first: the optimizer must hold the sharded parameters
+            if optimizer is not None: raise ValueError("parallel='fsdp' builds the optimizer itself, after sharding; pass none")
+            self.model = shard_model(self.model, self.device)
+        self.optimizer = optimizer or torch.optim.AdamW(param_groups(self.model, cfg.wd), lr=cfg.lr, betas=tuple(cfg.betas),
                                                         fused=self.device.type == "cuda")
         if cfg.lr_schedule not in ("steps", "time"): raise ValueError(f"lr_schedule must be 'steps' or 'time', got {cfg.lr_schedule!r}")
         if cfg.lr_schedule == "time" and cfg.max_time_s <= 0: raise ValueError("lr_schedule='time' needs max_time_s > 0")
@@ -503,8 +546,12 @@ class Trainer:
         self.history: list[dict] = []
         self.best_value = None
         self.plot = LivePlot(self.name, self.save_dir / "training.png") if (plot and self.is_main) else None
-        if self.world_size > 1:
+        if self.world_size > 1 and not self.sharded:
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._clock_group = None                              # rank 0's training clock, shared (see `_shared_clock`)
+        if self.world_size > 1 and cfg.max_time_s > 0:
+            gloo = torch.distributed.get_backend() == "gloo"
+            self._clock_group = torch.distributed.group.WORLD if gloo else torch.distributed.new_group(backend="gloo")
         if cfg.compile: self.model = torch.compile(self.model)
         if cfg.resume and (self.save_dir / "last.pt").exists(): self.load(self.save_dir / "last.pt")
 
@@ -520,13 +567,21 @@ class Trainer:
                     history=self.history)
 
     def save(self, filename: str = "last.pt") -> Path | None:
+        "Write a checkpoint from rank 0 (a sharded model is gathered first, with every rank taking part)."
+        model_state, opt_state = full_state(self.model, self.optimizer) if self.sharded else (None, None)
         if not self.is_main: return None
         return save_checkpoint(self.save_dir / filename, self.model, self.cfg, self.optimizer, self.scheduler,
-                               self.scaler, self.step, self.state_extra())
+                               self.scaler, self.step, self.state_extra(), model_state=model_state, optimizer_state=opt_state)
 
     def load(self, path) -> None:
-        st = load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, restore_rng=True,
-                             map_location=self.device)
+        if self.sharded:                                      # every rank reads the whole file and keeps its shard
+            st = load_checkpoint(path, None, None, self.scheduler, self.scaler, restore_rng=True)
+            bad = _shape_mismatches(self.model.state_dict(), st["model"])
+            if bad: raise CheckpointError(f"{path} was saved from a different model config:\n" + "\n".join(bad[:20]))
+            load_full_state(self.model, st["model"], self.optimizer, st.get("optimizer"))
+        else:
+            st = load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler, restore_rng=True,
+                                 map_location=self.device)
         self.step = st["step"]
         ex = st.get("extra", {})
         self.batches_seen, self.train_time_s = ex.get("batches_seen", 0), ex.get("train_time_s", 0.0)
@@ -571,17 +626,27 @@ class Trainer:
         with open(self.save_dir / "history.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> dict:
-        metrics = self.evaluate() if self.is_main else {}      # rank 0 evaluates; the others wait at the barrier
+        # rank 0 evaluates while the others wait at the barrier; a sharded model needs every rank to run it
+        metrics = self.evaluate() if (self.is_main or self.sharded) else {}
         barrier()
-        if metrics and self.is_main:
+        if not metrics: return metrics
+        improved = [self.best in metrics and self._is_better(metrics[self.best])]
+        if self.sharded: torch.distributed.broadcast_object_list(improved, src=0)    # rank 0's verdict for all
+        if improved[0]: self.best_value = metrics[self.best]
+        if self.is_main:
             self._log(dict(step=self.step, val=metrics))
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
             print(f"step {self.step}: {shown}")
-            if self.best in metrics and self._is_better(metrics[self.best]):
-                self.best_value = metrics[self.best]
-                self.save("best.pt")
-            if self.plot: self.plot.update(self.history, force=True)
+        if improved[0]: self.save("best.pt")
+        if self.is_main and self.plot: self.plot.update(self.history, force=True)
         return metrics
+
+    def _shared_clock(self) -> float:
+        "Training seconds so far by rank 0's clock, on every rank (the rank's own when not distributed)."
+        if self._clock_group is None: return self.train_time_s
+        t = torch.tensor([self.train_time_s], dtype=torch.float64)
+        torch.distributed.broadcast(t, src=0, group=self._clock_group)
+        return float(t)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def train_step(self, batches) -> dict:
@@ -591,6 +656,7 @@ class Trainer:
         for micro in range(accum):
             batch = next(batches)
             sync = micro == accum - 1 or self.world_size == 1
+            if self.sharded: self.model.set_requires_gradient_sync(sync)
             ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else nullcontext()
             with ctx, autocast(self.device, self.amp_dtype):
                 out = self.loss_fn(self.model, batch)
@@ -598,7 +664,9 @@ class Trainer:
                 self.scaler.scale(out["loss"] / accum).backward()
             for k, v in out.items(): sums[k] = sums.get(k, 0.0) + v.detach().float() / accum
         self.scaler.unscale_(self.optimizer)
-        if cfg.max_grad_norm > 0: sums["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        if cfg.max_grad_norm > 0:
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            sums["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm    # a sharded model's is a DTensor
         self.scaler.step(self.optimizer); self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -618,6 +686,7 @@ class Trainer:
             while self.step < stop_at:
                 pending.append(self.train_step(batches))
                 now = time.time(); self.train_time_s += now - t_last; t_last = now
+                self.train_time_s = self._shared_clock()       # one clock for all ranks: same LR, same last step
                 bar.update(1)
                 if self.step % cfg.print_freq == 0 or self.step == stop_at:
                     logs = {k: torch.stack([p[k] for p in pending]).mean().item() for k in pending[-1]}   # one host sync

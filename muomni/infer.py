@@ -17,12 +17,12 @@ from .core import CheckpointError, atomic_write, atomic_write_json, config_dict,
 from .omni import Omni
 
 # %% auto #0
-__all__ = ['DEMO_TEXT', 'WEIGHTS', 'CONFIG', 'TOKENIZER', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'REQUIRED_KEYS', 'CHAT_HELP',
-           'EXAMPLE_PICTURES', 'EXAMPLE_QUESTIONS', 'NONE', 'demo_omni', 'is_export', 'load_model', 'check_sampling',
-           'read_image', 'read_audio', 'ChatSession', 'has_talker', 'wav_bytes', 'write_wave', 'talker_of',
-           'export_tensors', 'sha256_of', 'export_config', 'export_model', 'read_export_config', 'read_weights',
-           'load_part', 'load_exported', 'chat_command', 'chat_main', 'example_picture', 'spoken_question',
-           'png_data_url', 'chat_panel']
+__all__ = ['DEMO_TEXT', 'WEIGHTS', 'CONFIG', 'TOKENIZER', 'CHAR_LM', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'REQUIRED_KEYS',
+           'CHAT_HELP', 'EXAMPLE_PICTURES', 'EXAMPLE_QUESTIONS', 'NONE', 'demo_omni', 'is_export', 'load_model',
+           'check_sampling', 'read_image', 'read_audio', 'ChatSession', 'has_talker', 'wav_bytes', 'write_wave',
+           'talker_of', 'export_tensors', 'sha256_of', 'export_config', 'export_model', 'read_export_config',
+           'read_weights', 'load_part', 'load_exported', 'chat_command', 'chat_main', 'example_picture',
+           'spoken_question', 'png_data_url', 'chat_panel']
 
 # %% ../nbs/32_inference.ipynb #a1c0e003
 DEMO_TEXT = ("what colour is the star? the red star is on the left. how many blue circles are there? "
@@ -33,7 +33,7 @@ def demo_omni(talker: bool = True, seed: int = 0, tie_embeddings: bool = False) 
     from muomni import talker as T, data as D
     from muomni.thinker import Thinker, train_tokenizer
     from muomni.vision import VisionClassifier, vision_label_names
-    from muomni.audio import AudioEncoder
+    from muomni.audio import AudioEncoder, CharNgramLM
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tok = train_tokenizer([DEMO_TEXT * 20], 300)
@@ -41,6 +41,7 @@ def demo_omni(talker: bool = True, seed: int = 0, tie_embeddings: bool = False) 
         shapes, colours = vision_label_names()
         vision = VisionClassifier(load_config("vision_tiny", preset="smoke", shapes=shapes, colours=colours))
         audio = AudioEncoder(load_config("audio_enc_tiny", preset="smoke"))
+        audio.lm = CharNgramLM(3).fit(DEMO_TEXT.split(". "))       # for transcribe's joint decoder, as Stage B's would be
         speaker = None
         if talker:
             tcfg = load_config("talker_tiny", preset="smoke")
@@ -51,7 +52,7 @@ def demo_omni(talker: bool = True, seed: int = 0, tie_embeddings: bool = False) 
         return Omni(cfg, thinker, tok, vision, audio, speaker).eval()
 
 # %% ../nbs/32_inference.ipynb #a1c0e006
-WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+WEIGHTS, CONFIG, TOKENIZER, CHAR_LM = "model.safetensors", "config.json", "tokenizer.json", "char_lm.json"
 
 def is_export(path) -> bool:
     "Whether `path` is a folder written by `export_model`."
@@ -185,7 +186,8 @@ def export_config(omni: Omni, tied: dict, sha256: str) -> dict:
                 audio=config_dict(omni.audio.cfg),
                 talker=None if t is None else dict(config=config_dict(t.cfg), phones=list(t.phones),
                                                    codec=config_dict(t.codec.cfg)),
-                tokenizer=TOKENIZER, weights=WEIGHTS, sha256=sha256, tied=tied)
+                tokenizer=TOKENIZER, weights=WEIGHTS, sha256=sha256, tied=tied,
+                char_lm=CHAR_LM if omni.char_lm is not None else None)
 
 def _swap_in(tmp: Path, out: Path) -> None:
     "Move the finished folder `tmp` to `out`, replacing an earlier export there."
@@ -201,7 +203,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
     else: os.replace(tmp, out)
 
 def export_model(omni_or_ckpt_dir, out_dir) -> Path:
-    "Write a trained Omni (or the Stage E folder's) as model.safetensors + config.json + tokenizer.json in `out_dir`."
+    "Write a trained Omni (or the Stage E folder's) as model.safetensors + config.json + tokenizer.json (+ char_lm.json) in `out_dir`."
     from safetensors.torch import save_file
     omni = omni_or_ckpt_dir if isinstance(omni_or_ckpt_dir, Omni) else load_model(omni_or_ckpt_dir, device="cpu")
     out = resolve_path(out_dir)
@@ -215,6 +217,7 @@ def export_model(omni_or_ckpt_dir, out_dir) -> Path:
     try:
         save_file(tensors, str(tmp / WEIGHTS), metadata=dict(format=EXPORT_FORMAT))
         omni.tokenizer.save(tmp / TOKENIZER)
+        if omni.char_lm is not None: atomic_write_json(omni.char_lm.state_dict(), tmp / CHAR_LM)
         atomic_write_json(export_config(omni, tied, sha256_of(tmp / WEIGHTS)), tmp / CONFIG)
         _swap_in(tmp, out)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -290,6 +293,12 @@ def load_exported(out_dir, device: str = "auto") -> Omni:
     omni = Omni(_config(conf, "omni", where), Thinker(_config(conf, "thinker", where)), TextTokenizer.load(d / conf["tokenizer"]),
                 VisionClassifier(_config(conf, "vision", where)), AudioEncoder(_config(conf, "audio", where)))
     load_part(omni, "omni", tensors, d / conf["weights"])
+    if conf.get("char_lm"):
+        from muomni.audio import CharNgramLM
+        f = d / conf["char_lm"]
+        if not f.is_file(): raise FileNotFoundError(f"{where} names a character LM, {f.name}, that is not in {d}")
+        try: omni.char_lm = CharNgramLM.from_state(json.loads(f.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, KeyError, TypeError) as e: raise CheckpointError(f"{f}: not a character LM ({e})") from None
     talker = None
     if conf["talker"] is not None:
         if not isinstance(conf["talker"], dict) or "phones" not in conf["talker"]:

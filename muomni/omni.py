@@ -24,13 +24,14 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
                          find_checkpoint, LengthBucketSampler, bench_train_step)
 
 # %% auto #0
-__all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'OmniConfig', 'stage_dir',
-           'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts', 'user_turn',
-           'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate', 'SFTData',
-           'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example',
-           'image_bank', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records', 'speech_voice_split',
-           'spoken_clips', 'build_sft_data', 'count_samples', 'word_error_rate', 'evaluate_sft', 'save_components',
-           'sft_omni', 'bench']
+__all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'TRANSCRIBE_REQUEST', 'OmniConfig',
+           'stage_dir', 'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts',
+           'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate',
+           'SFTData', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example',
+           'image_bank', 'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records',
+           'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'joint_transcribe',
+           'word_error_rate', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder', 'save_components', 'sft_omni',
+           'is_transcription_request', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -75,6 +76,15 @@ class OmniConfig(TrainConfig):
                                      # is placed at the audio's own positions (+ align_gap), so the j-th reply token sits
                                      # a fixed distance after the j-th audio token
     align_gap: int = 2
+    asr_paraphrases: list = field(default_factory=list)  # other wordings of PROMPTS["asr"] for training examples
+                                     # (one drawn per example); held-out metrics and `transcribe` use PROMPTS["asr"]
+    asr_decoder: str = "greedy"      # greedy: the Thinker alone; joint: beam search scoring every character with the
+                                     # Thinker, Stage B's CTC prefix probability and its character LM (needs asr_target chars)
+    asr_beam: int = 8
+    asr_ctc_weight: float = 0.7      # score = (1 - w) Thinker + w CTC prefix + lm_weight LM + length_bonus * characters
+    asr_lm_weight: float = 0.6       # (set on a tuning split: see "Transcribing" below)
+    asr_length_bonus: float = 1.0
+    transcribe_chunk_s: float = 8.0  # `transcribe` cuts longer speech at quiet points (training clips last 0.5-7 s)
 
 # %% ../nbs/31_stage_e.ipynb #c8b10f41
 STAGE_CONFIGS = dict(thinker="thinker_tiny", audio_encoder="audio_enc_tiny", vision_encoder="vision_tiny",
@@ -259,6 +269,10 @@ class Omni(nn.Module):
             for p in (self.vision_proj, self.audio_proj): p.norm.weight.fill_(scale)
         self._talker = [talker]                        # a list keeps it out of state_dict and .to()
         self.end_id = tokenizer.token_id("<|end|>")
+        if cfg.asr_decoder not in ("greedy", "joint"): raise ValueError(f"asr_decoder must be greedy or joint, got {cfg.asr_decoder!r}")
+        if cfg.asr_decoder == "joint" and cfg.asr_target != "chars":
+            raise ValueError("asr_decoder='joint' scores one character at a time, so it needs asr_target='chars'")
+        self.char_lm = getattr(audio, "lm", None)      # Stage B's character LM, when the encoder came with one
         if cfg.freeze_encoders:
             for p in [*vision.parameters(), *audio.parameters()]: p.requires_grad_(False)
         if cfg.freeze_thinker:
@@ -321,6 +335,12 @@ class Omni(nn.Module):
         if x.shape[1] % k: x = F.pad(x, (0, 0, 0, k - x.shape[1] % k))
         return x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2]), (n + k - 1) // k
 
+    def ctc_log_probs(self, mels: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        "Stage B's CTC log-probabilities (frames, len(VOCAB)) of every utterance of a log-mel batch, on the CPU."
+        logits, n = self.audio(mels, lengths)
+        lp = logits.float().log_softmax(-1).cpu()
+        return [lp[b, :int(n[b])] for b in range(len(lp))]
+
     def audio_features(self, waves, sample_rate: int = 16000) -> list[torch.Tensor]:
         "1-D waves -> a list of (frames, audio_width) 12.5 Hz audio tokens."
         from muomni.audio import wave_to_mel, to_mono_16k, pad_mels
@@ -347,10 +367,10 @@ class Omni(nn.Module):
         return aligned_positions(ids, attention_mask, audio_slots, self.tokenizer.token_id("<|assistant|>"), self.cfg.align_gap)
 
     def forward(self, ids, attention_mask=None, image_slots=None, image_feats=None, audio_slots=None, audio_feats=None,
-                **_):
-        "Logits (B, T, vocab) of a batch made by `collate`."
+                logits_at=None, **_):
+        "Logits (B, T, vocab) of a batch made by `collate` (or (N, vocab) at the `logits_at` positions only)."
         x = self.embed(ids, image_slots, image_feats, audio_slots, audio_feats)
-        return self.thinker(inputs_embeds=x, attention_mask=attention_mask,
+        return self.thinker(inputs_embeds=x, attention_mask=attention_mask, logits_at=logits_at,
                             position_ids=self.positions(ids, attention_mask, audio_slots))
 
 # %% ../nbs/31_stage_e.ipynb #8354694d
@@ -386,12 +406,15 @@ class SFTData(torch.utils.data.Dataset):
 
 def sft_loss(model, batch) -> torch.Tensor:
     """Next-token cross-entropy on the answer tokens (and on plain-text windows), averaged per example first: a
-    one-word answer weighs as much as a 60-character transcript or a 64-token text window."""
-    logits = model(**batch)[:, :-1]
+    one-word answer weighs as much as a 60-character transcript or a 64-token text window. The output layer runs
+    only where a label follows: a VQA example scores 2 of its ~20 positions, so most of the 4,096-way softmax is skipped."""
     labels = batch["labels"][:, 1:]
-    ce = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    n = (labels != IGNORE).sum(1)
-    return (ce.sum(1)[n > 0] / n[n > 0]).mean()
+    scored = F.pad(labels != IGNORE, (0, 1), value=False)                   # position t predicts label t + 1
+    ce = F.cross_entropy(model(**{**batch, "logits_at": scored}).float(), labels[labels != IGNORE], reduction="none")
+    rows = scored.nonzero()[:, 0]
+    n = torch.bincount(rows, minlength=len(labels))
+    per_row = torch.zeros(len(labels), device=ce.device, dtype=ce.dtype).index_add_(0, rows, ce)
+    return (per_row[n > 0] / n[n > 0]).mean()
 
 # %% ../nbs/31_stage_e.ipynb #3c50e041
 @torch.no_grad()
@@ -449,16 +472,22 @@ def image_bank(omni: Omni, images: list, batch_size: int = 128) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, omni.n_image_tokens, omni.vision.encoder.d_model)
 
 @torch.no_grad()
-def audio_bank_from_mels(omni: Omni, mels: list, batch_size: int = 64) -> list[torch.Tensor]:
-    "Frozen 12.5 Hz audio frames of (T, n_mels) log-mels, on the CPU (batched by length)."
+def map_mels(omni: Omni, mels: list, fn, batch_size: int = 64) -> list:
+    "`fn(padded log-mels, lengths)` -> one result per row, over (T, n_mels) log-mels in batches of similar length."
     from muomni.audio import pad_mels
     order, out = sorted(range(len(mels)), key=lambda i: len(mels[i])), [None] * len(mels)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         x, n = pad_mels([mels[i].float() for i in idx])
-        frames, k = omni.audio_tokens(x.to(omni.device), n.to(omni.device))
-        for j, i in enumerate(idx): out[i] = frames[j, :int(k[j])].float().cpu()
+        for i, r in zip(idx, fn(x.to(omni.device), n.to(omni.device))): out[i] = r
     return out
+
+def audio_bank_from_mels(omni: Omni, mels: list, batch_size: int = 64) -> list[torch.Tensor]:
+    "Frozen 12.5 Hz audio tokens of (T, n_mels) log-mels, on the CPU."
+    def tokens(x, n):
+        frames, k = omni.audio_tokens(x, n)
+        return [f[:int(c)].float().cpu() for f, c in zip(frames, k)]
+    return map_mels(omni, mels, tokens, batch_size)
 
 @torch.no_grad()
 def audio_bank_from_waves(omni: Omni, waves: list, batch_size: int = 64) -> list[torch.Tensor]:
@@ -503,7 +532,8 @@ def _stage_text(cfg: OmniConfig, omni: Omni):
 
 def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     """Training examples and held-out prompt sets for Stage E, with their feature banks.
-    Returns dict(train=SFTData, val={vqa, vqa_combo, spoken, asr, digits}: prompt items, text=(windows, n_chars), info, speech: the manifests)."""
+    Returns dict(train=SFTData, val={vqa, vqa_combo, spoken, asr, digits}: prompt items, text=(windows, n_chars), info,
+    speech: the manifests, val_ctc: Stage B's CTC log-probabilities of the held-out ASR clips, for the joint decoder)."""
     from muomni import data as D, audio as B
     t0, rng, tok = time.time(), random.Random(cfg.seed), omni.tokenizer
     # pictures -> one image bank
@@ -530,6 +560,7 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     aoff, pos = {}, 0
     for k, m in mel_groups.items(): aoff[k], pos = pos, pos + len(m)
     audio = audio_bank_from_mels(omni, [m for ms in mel_groups.values() for m in ms])
+    val_ctc = map_mels(omni, asr["val"]["mels"], omni.ctc_log_probs) if cfg.asr_decoder == "joint" else None
     t_audio = time.time() - t0 - t_img
     # records
     train = shape_records(shapes["train"], offset["train"], cfg.questions_per_image, rng)
@@ -537,8 +568,9 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
               for i, it in enumerate(shapes["train"][:cfg.n_captions])]
     train += [dict(image=offset["digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit", type="digit")
               for i, it in enumerate(digits["train"])]
-    train += [dict(image=-1, audio=aoff["asr_train"] + i, text=PROMPTS["asr"], answer=t, kind="asr", type="asr")
-              for i, t in enumerate(asr["train"]["texts"]) if t]
+    wordings = [PROMPTS["asr"], *cfg.asr_paraphrases]
+    train += [dict(image=-1, audio=aoff["asr_train"] + i, text=wordings[0] if len(wordings) == 1 else rng.choice(wordings),
+                   answer=t, kind="asr", type="asr") for i, t in enumerate(asr["train"]["texts"]) if t]
     def spoken(items, image_offset, clips, audio_offset, n):
         out = []
         for k in range(n):
@@ -570,7 +602,8 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
                 **{f"val_{k}": len(v) for k, v in val.items()}, image_tokens=n_img, images=len(images), clips=len(audio),
                 train_voices=len(voices["train"]), val_voices=len(voices["val"]), image_encode_s=round(t_img, 1),
                 audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
-    return dict(train=SFTData(examples, images, audio, tok.pad_id), val=val, text=(windows, n_chars), info=info, speech=speech)
+    return dict(train=SFTData(examples, images, audio, tok.pad_id), val=val, text=(windows, n_chars), info=info, speech=speech,
+                val_ctc=val_ctc)
 
 # %% ../nbs/31_stage_e.ipynb #6a1c0e04
 def count_samples(cfg: OmniConfig) -> int:
@@ -579,6 +612,71 @@ def count_samples(cfg: OmniConfig) -> int:
     n_digits = min(cfg.n_digits, sum(1 for _ in digits_dataset(split="train", seed=cfg.seed)))
     n = cfg.n_shape_images * cfg.questions_per_image + min(cfg.n_captions, cfg.n_shape_images) + n_digits + cfg.n_asr + cfg.n_spoken
     return n + (round(cfg.text_fraction / (1 - cfg.text_fraction) * n) if 0 < cfg.text_fraction < 1 else 0)
+
+# %% ../nbs/31_stage_e.ipynb #20d93324
+@torch.no_grad()
+def joint_transcribe(omni: Omni, batch: dict, ctc_log_probs: torch.Tensor, beam_size: int | None = None,
+                     ctc_weight: float | None = None, lm_weight: float | None = None, length_bonus: float | None = None,
+                     lm=None, max_len: int | None = None) -> str:
+    """The transcript of the audio in a one-row prompt batch (ending at <|assistant|>), written one character at a time
+    by a beam search over the Thinker, Stage B's CTC prefix scores on `ctc_log_probs` (frames, len(VOCAB)) and the
+    character LM (`lm`, default `omni.char_lm`). Unset weights come from `omni.cfg` (asr_beam, asr_ctc_weight, ...)."""
+    from muomni.thinker import KVCache
+    from muomni.audio import CTCPrefixScorer, BLANK
+    from muomni.data import CHARSET
+    from muomni.core import to_device
+    c = omni.cfg
+    beam_size, w = beam_size or c.asr_beam, c.asr_ctc_weight if ctc_weight is None else ctc_weight
+    lm_weight = c.asr_lm_weight if lm_weight is None else lm_weight
+    length_bonus = c.asr_length_bonus if length_bonus is None else length_bonus
+    lm = omni.char_lm if lm is None else lm
+    if lm is None: lm_weight = 0.0
+    th, batch = omni.thinker, to_device(batch, omni.device)
+    x = omni.embed(batch["ids"], batch["image_slots"], batch.get("image_feats"), batch["audio_slots"], batch.get("audio_feats"))
+    pos = omni.positions(batch["ids"], batch["attention_mask"], batch["audio_slots"])
+    if pos is None: pos = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    cache = KVCache(len(th.blocks))
+    logits = th(inputs_embeds=x, attention_mask=batch["attention_mask"], cache=cache, last_only=True, position_ids=pos)[:, -1]
+    mask, next_pos = batch["attention_mask"], int(pos[0, -1]) + 1
+    char_tok = torch.tensor([omni.tokenizer.encode(ch)[0] for ch in CHARSET])           # one Thinker token per character
+    ctc_ids, C, space = torch.arange(1, len(CHARSET) + 1), len(CHARSET), CHARSET.index(" ")   # their CTC symbols
+    scorer = CTCPrefixScorer(ctc_log_probs, BLANK)
+    max_len = min(max_len or scorer.T, scorer.T)                 # CTC writes at most one character per frame
+    r_n, r_b = scorer.initial(1)
+    last, texts = torch.tensor([-1]), [""]
+    th_sum, lm_sum, finished = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), []
+    for step in range(max_len + 1):
+        lt = logits.float().log_softmax(-1).double().cpu()
+        lt_c, lt_end = lt[:, char_tok], lt[:, omni.end_id]
+        if lm_weight:
+            lm_c = torch.tensor([[lm.logp(t, ch) for ch in CHARSET] for t in texts], dtype=torch.float64)
+            lm_end = torch.tensor([lm.logp(t, "$") for t in texts], dtype=torch.float64)
+        else: lm_c, lm_end = torch.zeros(len(texts), C, dtype=torch.float64), torch.zeros(len(texts), dtype=torch.float64)
+        n = len(texts[0])
+        grow = ((1 - w) * (th_sum[:, None] + lt_c) + w * scorer.scores(r_n, r_b, last, ctc_ids)
+                + lm_weight * (lm_sum[:, None] + lm_c) + length_bonus * (n + 1))
+        end = (1 - w) * (th_sum + lt_end) + w * scorer.final(r_n, r_b) + lm_weight * (lm_sum + lm_end) + length_bonus * n
+        trailing = torch.tensor([t == "" or t.endswith(" ") for t in texts])
+        grow[:, space] = grow[:, space].masked_fill(trailing, -math.inf)      # no leading, double or final spaces
+        end = end.masked_fill(trailing & (n > 0), -math.inf)
+        if step == max_len: grow.fill_(-math.inf)
+        flat = torch.cat([grow.flatten(), end])
+        top = flat.topk(min(beam_size, int(torch.isfinite(flat).sum())))
+        live = []
+        for s, i in zip(top.values.tolist(), top.indices.tolist()):
+            if i >= grow.numel(): finished.append((s, texts[i - grow.numel()]))
+            else: live.append(divmod(i, C))
+        if len(finished) >= beam_size or not live: break
+        parent, ch = torch.tensor([p for p, _ in live]), torch.tensor([k for _, k in live])
+        th_sum, lm_sum = th_sum[parent] + lt_c[parent, ch], lm_sum[parent] + lm_c[parent, ch]
+        r_n, r_b = scorer.advance(r_n[parent], r_b[parent], last[parent], ctc_ids[ch])
+        last, texts = ctc_ids[ch], [texts[p] + CHARSET[k] for p, k in live]
+        cache.reorder(parent.to(omni.device))
+        mask = mask[parent.to(mask.device)]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        ids = char_tok[ch].to(omni.device)[:, None]
+        logits = th(ids, attention_mask=mask, cache=cache, last_only=True, position_ids=torch.full_like(ids, next_pos + step))[:, -1]
+    return (max(finished)[1] if finished else texts[0]).strip()
 
 # %% ../nbs/31_stage_e.ipynb #534df282
 def word_error_rate(refs: list[str], hyps: list[str]) -> tuple[float, float]:
@@ -601,7 +699,13 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
         hyps = answer_items(omni, data["train"], items, budget)
         preds[name] = hyps
         if name == "asr":
-            out["asr_wer"], out["asr_cer"] = word_error_rate([it["answer"] for it in items], hyps)
+            refs = [it["answer"] for it in items]
+            out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
+            if cfg.asr_decoder == "joint" and not limit and data.get("val_ctc") is not None:   # the final evaluation
+                out["asr_wer_greedy"], out["asr_cer_greedy"] = out["asr_wer"], out["asr_cer"]
+                preds[name] = hyps = [joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["val_ctc"][j])
+                                      for j, it in enumerate(items)]
+                out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
             continue
         right = [normalize_answer(h) == normalize_answer(it["answer"]) for it, h in zip(items, hyps)]
         key = dict(vqa="vqa_accuracy", vqa_combo="vqa_heldout_combo_accuracy", spoken="spoken_vqa_accuracy",
@@ -616,6 +720,35 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
     out["val_nats_per_char"] = text["val_nats_per_char"]
     if keep_predictions: out["predictions"] = preds
     return out
+
+# %% ../nbs/31_stage_e.ipynb #6ac17c84
+def asr_prompts(omni: Omni, mels: list, texts: list[str]) -> tuple[SFTData, list[dict], list[torch.Tensor]]:
+    "Transcription prompts for log-mels: (their SFTData with the audio bank, prompt items, Stage B's CTC log-probabilities)."
+    bank = audio_bank_from_mels(omni, mels)
+    items = [record_example(omni.tokenizer, dict(image=-1, audio=i, text=PROMPTS["asr"], answer=t, kind="asr", type="asr"),
+                            0, bank, prompt_only=True) for i, t in enumerate(texts)]
+    return SFTData([], torch.zeros(0), bank, omni.tokenizer.pad_id), items, map_mels(omni, mels, omni.ctc_log_probs)
+
+def tune_joint_decoder(omni: Omni, grid: dict, n: int = 100, data_dir: str | None = None, seed: int = 0) -> list[dict]:
+    """WER/CER of `joint_transcribe` for every combination of `grid` (lists for beam_size, ctc_weight, lm_weight,
+    length_bonus) on the tuning split: Stage B held-out utterances n_val_asr .. n_val_asr + n. Best first."""
+    import itertools
+    from muomni import data as D, audio as B
+    cfg = omni.cfg
+    speech = D.speech_splits(cfg.preset, data_dir=data_dir or cfg.data_dir, seed=getattr(omni.audio.cfg, "data_seed", seed), progress=False)
+    feats = B.cached_features(speech["val"])
+    lo, hi = cfg.n_val_asr, cfg.n_val_asr + n
+    if hi > len(feats["texts"]): raise ValueError(f"the held-out speech has {len(feats['texts'])} utterances; tuning needs {hi}")
+    sft, items, ctc = asr_prompts(omni, feats["mels"][lo:hi], feats["texts"][lo:hi])
+    keys, out = list(grid), []
+    for values in itertools.product(*grid.values()):
+        kw = dict(zip(keys, values))
+        t = time.perf_counter()
+        hyps = [joint_transcribe(omni, sft.collate([it], left_pad=True), ctc[j], **kw) for j, it in enumerate(items)]
+        wer, cer = word_error_rate([it["answer"] for it in items], hyps)
+        out.append(dict(kw, wer=round(wer, 4), cer=round(cer, 4), s_per_utterance=round((time.perf_counter() - t) / len(items), 3)))
+        print(out[-1])
+    return sorted(out, key=lambda r: (r["wer"], r["cer"]))
 
 # %% ../nbs/31_stage_e.ipynb #68dad207
 def _copy_files(src: Path, dst: Path) -> None:
@@ -637,11 +770,12 @@ def _talker_copy(talker, talker_path, save_dir) -> str | None:
     return "talker"
 
 def save_components(omni: Omni, save_dir, talker_path=None) -> Path:
-    "tokenizer.json and components.json (the parts' configs) in `save_dir`: with final.pt, all Omni.load needs."
+    "tokenizer.json, components.json (the parts' configs) and Stage B's char_lm.pt in `save_dir`: with final.pt, all Omni.load needs."
     save_dir = resolve_path(save_dir)
     omni.tokenizer.save(save_dir / "tokenizer.json")
     comp = dict(thinker=config_dict(omni.thinker.cfg), vision=config_dict(omni.vision.cfg), audio=config_dict(omni.audio.cfg),
                 talker=str(talker_path) if talker_path else None)
+    if omni.char_lm is not None: atomic_write(save_dir / "char_lm.pt", lambda t: torch.save(omni.char_lm.state_dict(), t))
     return atomic_write_json(comp, save_dir / "components.json")
 
 def _optimizer(omni: Omni, cfg: OmniConfig):
@@ -712,6 +846,9 @@ def load(cls: Omni, ckpt_dir="checkpoints/omni_final", device: str = "auto") -> 
     omni = cls(load_config(conf), Thinker(load_config(comp["thinker"])), TextTokenizer.load(d / "tokenizer.json"),
                VisionClassifier(load_config(comp["vision"])), AudioEncoder(load_config(comp["audio"])))
     load_checkpoint(ckpt, omni)
+    if (d / "char_lm.pt").exists():
+        from muomni.audio import CharNgramLM
+        omni.char_lm = CharNgramLM.from_state(torch.load(d / "char_lm.pt", weights_only=True))
     talker = comp.get("talker")
     omni.talker_path = (d / talker if talker == "talker" else resolve_path(talker)) if talker else None
     return omni.to(pick_device(device)).eval()
@@ -744,21 +881,48 @@ def prompt_batch(self: Omni, turns: list[dict], sample_rate: int = 16000) -> dic
     if aud: batch["audio_feats"] = torch.cat(aud)
     return batch
 
+TRANSCRIBE_REQUEST = re.compile(r"\b(transcri\w*|dictat\w*|write (it )?down)\b", re.IGNORECASE)
+
+def is_transcription_request(text: str | None) -> bool:
+    "Whether a typed instruction asks for a transcript ('Transcribe the audio.', 'transcribe this', 'write down ...')."
+    return bool(text) and TRANSCRIBE_REQUEST.search(text) is not None
+
 @patch
 def chat(self: Omni, text: str | None = None, image=None, audio=None, history: list | None = None, sample_rate: int = 16000,
          max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:
-    "The model's answer to text and/or an image and/or audio (after `history`, a list of earlier turns)."
+    """The model's answer to text and/or an image and/or audio (after `history`, a list of earlier turns). A request to
+    transcribe audio (no picture, greedy settings) goes to `transcribe`, the decoder built for it."""
     if text is not None and not isinstance(text, str): raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not (text and text.strip()) and image is None and audio is None: raise ValueError("nothing to answer: give text, an image or audio")
+    if audio is not None and image is None and not history and temperature == 0 and is_transcription_request(text):
+        return self.transcribe(audio, sample_rate)
     turns = list(history or []) + [dict(text=text, image=image, audio=audio)]
     g = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
     return answer_batch(self, self.prompt_batch(turns, sample_rate), max_new_tokens, temperature, top_k, top_p, g)[0]
 
 @patch
-def transcribe(self: Omni, wave, sample_rate: int = 16000, max_new_tokens: int | None = None) -> str:
-    "Transcript of speech (a 1-D wave at `sample_rate`, or a path) written by the Thinker."
-    return self.chat(PROMPTS["asr"], audio=wave, sample_rate=sample_rate,
-                     max_new_tokens=max_new_tokens or 2 * self.cfg.transcript_tokens)
+def transcribe(self: Omni, wave, sample_rate: int = 16000, max_new_tokens: int | None = None, decoder: str | None = None) -> str:
+    """Transcript of speech (a 1-D wave at `sample_rate`, or a path) written by the Thinker, with `decoder` (default
+    the config's `asr_decoder`: joint = Thinker + Stage B's CTC prefix scores + character LM). Speech longer than
+    `transcribe_chunk_s` is cut at quiet points and transcribed piece by piece."""
+    from muomni.audio import _chunk_bounds, wave_to_mel
+    decoder = decoder or self.cfg.asr_decoder
+    if decoder not in ("greedy", "joint"): raise ValueError(f"decoder must be greedy or joint, got {decoder!r}")
+    if decoder == "joint" and self.cfg.asr_target != "chars": decoder = "greedy"     # the joint decoder writes characters
+    wave = _wave(wave, sample_rate)
+    chunk = int(self.cfg.transcribe_chunk_s * 16000)
+    texts = []
+    for a, b in _chunk_bounds(wave, chunk, min(chunk // 4, 3 * 16000)):
+        piece = wave[a:b]
+        if piece.numel() < 400: continue
+        batch = self.prompt_batch([dict(text=PROMPTS["asr"], audio=piece)])
+        if decoder == "greedy":
+            texts.append(answer_batch(self, batch, max_new_tokens or 2 * self.cfg.transcript_tokens)[0])
+            continue
+        mel = wave_to_mel(piece)[None].to(self.device)
+        ctc = self.ctc_log_probs(mel, torch.tensor([mel.shape[1]], device=self.device))[0]
+        texts.append(joint_transcribe(self, batch, ctc, max_len=max_new_tokens))
+    return " ".join(t for t in texts if t)
 
 @patch
 def classify(self: Omni, image) -> str:

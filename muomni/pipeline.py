@@ -181,10 +181,10 @@ def production_path(value: str) -> str | None:
     return str(Path(value).with_name(twin.name)) if p.suffix and twin.exists() else None
 
 # %% ../nbs/26_training_overview.ipynb #a0f0229e
-SCALES = ("tiny", "medium", "large")
+SCALES = ("tiny", "medium", "large", "xl")
 
 def update_configs(configs_dir: str = "configs", dry_run: bool = False) -> dict:
-    """Rewrite the step settings of every `*_tiny.json`, `*_medium.json` and `*_large.json` in `configs_dir` from
+    """Rewrite the step settings of every `*_tiny.json`, `*_medium.json`, `*_large.json` and `*_xl.json` in `configs_dir` from
     its data size; return {file: changes}. A config whose samples cannot be counted yet (its data is not built)
     is reported and left as it is."""
     import difflib

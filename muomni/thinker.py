@@ -47,6 +47,7 @@ class ThinkerConfig(TrainConfig):
     n_experts: int = 4
     moe_top_k: int = 2
     moe_aux_weight: float = 0.01     # weight of the load-balancing loss
+    grad_checkpointing: bool = False # recompute each block's activations in the backward pass: less memory, ~1/3 more compute
     corpus: str = "shakespeare"      # or a path to any UTF-8 .txt file
     max_train_chars: int = 0         # use at most this many characters of training text (0: all; smoke runs)
     eval_tokens: int = 0             # tokens of the held-out split scored at each validation (0: all of them)
@@ -291,10 +292,12 @@ class Thinker(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, return_hidden: bool = False, last_only: bool = False):
+                cache: KVCache | None = None, return_hidden: bool = False, last_only: bool = False,
+                logits_at: torch.Tensor | None = None):
         """Logits (B, T, vocab) for `input_ids` (B, T) or `inputs_embeds` (B, T, d_model).
         `attention_mask` (B, past + T): 1 for real tokens, 0 for padding. `return_hidden` also returns the final
-        normed hidden states; `last_only` computes logits for the last position only (generation)."""
+        normed hidden states; `last_only` computes logits for the last position only (generation); `logits_at`, a
+        (B, T) boolean mask, only at those positions, as (N, vocab) in row order (a loss that scores a few tokens)."""
         if (input_ids is None) == (inputs_embeds is None): raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
             if input_ids.dim() != 2: raise ValueError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
@@ -318,9 +321,12 @@ class Thinker(nn.Module):
         self._extend_rope(int(position_ids.max()) + 1 if position_ids.numel() else 1, device=x.device)
         cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
         mask = self._mask(attention_mask, B, T, past, x.device)
-        for i, block in enumerate(self.blocks): x = block(x, cos, sin, mask, cache, i)
+        for i, block in enumerate(self.blocks):
+            if self.cfg.grad_checkpointing and self.training and cache is None and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, i, use_reentrant=False)
+            else: x = block(x, cos, sin, mask, cache, i)
         h = self.norm(x)
-        logits = self.lm_head(h[:, -1:] if last_only else h)
+        logits = self.lm_head(h[logits_at] if logits_at is not None else h[:, -1:] if last_only else h)
         return (logits, h) if return_hidden else logits
 
     @property

@@ -62,7 +62,7 @@ def test_export_then_chat(cli, tmp_path):
     folder = save_stage_e(omni, tmp_path / "omni_smoke")
     r = cli("export", "--ckpt", folder, "--out", tmp_path / "exp")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["files"] == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert json.loads(r.stdout)["files"] == ["char_lm.json", "config.json", "model.safetensors", "tokenizer.json"]
     r = cli("export", "--ckpt", tmp_path / "exp", "--out", folder)                 # would overwrite the Stage E folder
     assert r.returncode == 2 and "not a muomni export" in r.stderr and (folder / "final.pt").exists()
     PIC.save(tmp_path / "pic.png")

@@ -40,6 +40,32 @@ def test_accumulation_matches_large_batch(tmp_path):
     assert not torch.allclose(before, big)                 # the step changed the weights
     torch.testing.assert_close(small, big, rtol=0, atol=1e-6)
 
+def test_time_schedule_anneals_by_the_clock(tmp_path):
+    cfg = demo_cfg(tmp_path, lr_schedule="time", max_time_s=100.0, max_steps=1000, warmup_steps=2, min_lr_ratio=0.1)
+    model, train, loss_fn, _ = demo_problem(cfg)
+    t = Trainer(model, cfg, train, loss_fn, plot=False)
+    assert t.lr_factor(0) == 0.5                              # warmup goes by steps
+    t.train_time_s = 50.0                                    # half the budget spent after 10 steps: mid-cosine
+    assert abs(t.lr_factor(10) - 0.55) < 1e-9
+    t.train_time_s = 100.0
+    assert abs(t.lr_factor(10) - 0.1) < 1e-9                  # the budget is spent: at the floor, whatever the step
+    steps = Trainer(model, demo_cfg(tmp_path / "s", max_time_s=100.0, max_steps=1000, warmup_steps=2), train, loss_fn, plot=False)
+    steps.train_time_s = 100.0
+    assert steps.lr_factor(10) > 0.99                         # a step schedule ignores the clock
+    with pytest.raises(ValueError, match="max_time_s"): Trainer(model, demo_cfg(tmp_path / "x", lr_schedule="time"), train, loss_fn, plot=False)
+    with pytest.raises(ValueError, match="lr_schedule"): Trainer(model, demo_cfg(tmp_path / "y", lr_schedule="clock"), train, loss_fn, plot=False)
+    with pytest.raises(ValueError, match="parallel"): Trainer(model, demo_cfg(tmp_path / "z", parallel="zero3"), train, loss_fn, plot=False)
+
+def test_length_bucketed_batches_in_the_trainer(tmp_path):
+    cfg = demo_cfg(tmp_path, max_steps=3, val_freq=0)
+    model, train, loss_fn, _ = demo_problem(cfg)
+    lengths = torch.randint(1, 100, (len(train),)).tolist()
+    t = Trainer(model, cfg, train, loss_fn, plot=False, lengths=lengths)
+    spread = lambda b: max(lengths[i] for i in b) - min(lengths[i] for i in b)
+    plain = StepBatchSampler(len(train), cfg.batch_size, cfg.seed)
+    assert sum(spread(t.sampler().batch(i)) for i in range(8)) < sum(spread(plain.batch(i)) for i in range(8))
+    with pytest.raises(ValueError, match="lengths has 3 entries"): Trainer(model, cfg, train, loss_fn, plot=False, lengths=[1, 2, 3])
+
 def test_trainer_writes_history_and_checkpoints(tmp_path):
     t, metrics = train_demo(demo_cfg(tmp_path))
     files = {p.name for p in (tmp_path / "run").iterdir()}

@@ -52,10 +52,11 @@ def same_weights(a, b) -> bool:
 
 def test_export_round_trip_same_logits_and_answers(omni, speech, tmp_path):
     out = I.export_model(omni, tmp_path / "exp")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["char_lm.json", "config.json", "model.safetensors", "tokenizer.json"]
     conf = json.loads((out / "config.json").read_text())
-    assert conf["format"] == I.EXPORT_FORMAT and conf["talker"]["phones"] == omni.talker.phones
+    assert conf["format"] == I.EXPORT_FORMAT and conf["talker"]["phones"] == omni.talker.phones and conf["char_lm"] == "char_lm.json"
     back = I.load_exported(out, device="cpu")
+    assert back.char_lm.state_dict() == omni.char_lm.state_dict()
     assert I.is_export(out) and back.talker is not None and back.talker_path is None
     assert same_weights(back, omni) and same_weights(back.talker, omni.talker) and same_weights(back.talker.codec, omni.talker.codec)
     batch = omni.prompt_batch([dict(text=QUESTIONS[0], image=PIC, answer="red"), dict(text=QUESTIONS[1], audio=speech)])
@@ -67,6 +68,19 @@ def test_export_round_trip_same_logits_and_answers(omni, speech, tmp_path):
     assert back.classify(PIC) == omni.classify(PIC)
     assert back.chat("t", temperature=1.0, top_k=20, seed=5, max_new_tokens=8) == omni.chat("t", temperature=1.0, top_k=20, seed=5, max_new_tokens=8)
     assert torch.equal(back.speak("red")[0], omni.speak("red")[0])
+
+
+def test_export_without_or_with_a_broken_char_lm(omni, tmp_path):
+    out = I.export_model(omni, tmp_path / "exp")
+    (out / "char_lm.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="char_lm.json: not a character LM"): I.load_exported(out)
+    (out / "char_lm.json").unlink()
+    with pytest.raises(FileNotFoundError, match="char_lm.json"): I.load_exported(out)
+    lm, omni.char_lm = omni.char_lm, None
+    try:
+        plain = I.export_model(omni, tmp_path / "plain")
+        assert not (plain / "char_lm.json").exists() and I.load_exported(plain).char_lm is None
+    finally: omni.char_lm = lm
 
 
 def test_export_from_a_stage_e_folder_takes_the_talker_along(omni, tmp_path):

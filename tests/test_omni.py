@@ -138,3 +138,59 @@ def test_audio_tokens_are_12_5_hz(parts, tmp_path, mode):
     assert abs(len(frames[0]) - 25) <= 2 and abs(len(frames[1]) - 12.5) <= 2
     assert omni.audio_proj(frames[0]).shape == (len(frames[0]), parts[0].cfg.d_model)
     with pytest.raises(ValueError, match="audio_features"): make_omni(parts, omni_cfg(tmp_path, audio_features="mfcc"))
+
+
+# --- transcription: the joint Thinker + CTC + LM decoder --------------------------------------------------------------
+
+def ctc_saying(text: str, frames_per_char: int = 3):
+    "(frames, len(VOCAB)) CTC log-probabilities whose best path spells `text` (blanks between characters)."
+    from muomni.audio import VOCAB
+    from muomni.data import CHARSET
+    path = [0] + [s for ch in text for s in [1 + CHARSET.index(ch)] * (frames_per_char - 1) + [0]]
+    lp = torch.full((len(path), len(VOCAB)), -12.0)
+    lp[torch.arange(len(path)), torch.tensor(path)] = 0.0
+    return lp.log_softmax(-1)
+
+def test_joint_decoder_settings_are_checked(parts, tmp_path):
+    with pytest.raises(ValueError, match="asr_decoder"): make_omni(parts, omni_cfg(tmp_path, asr_decoder="beam"))
+    with pytest.raises(ValueError, match="asr_target='chars'"): make_omni(parts, omni_cfg(tmp_path, asr_target="bpe"))
+    assert make_omni(parts, omni_cfg(tmp_path, asr_target="bpe", asr_decoder="greedy")).cfg.asr_decoder == "greedy"
+
+def test_joint_decoder_reads_the_ctc_evidence(parts, tmp_path):
+    omni = make_omni(parts, omni_cfg(tmp_path))
+    clip = omni.audio_features([0.1 * torch.randn(8000)])
+    tok = parts[1]
+    batch = E.collate([dict(ids=E.user_turn(tok, E.PROMPTS["asr"], 0, len(clip[0])), audio=0)], None, clip, tok.pad_id, left_pad=True)
+    lp = ctc_saying("a red star")
+    # with all the weight on the CTC scores, the untrained Thinker cannot stop it from writing what the frames say
+    assert E.joint_transcribe(omni, batch, lp, beam_size=4, ctc_weight=1.0, length_bonus=0.0) == "a red star"
+    assert E.joint_transcribe(omni, batch, lp, beam_size=4, ctc_weight=1.0, length_bonus=0.0, max_len=3) == "a r"
+    silent = torch.full((6, lp.shape[1]), -12.0); silent[:, 0] = 0.0
+    assert E.joint_transcribe(omni, batch, silent.log_softmax(-1), ctc_weight=1.0, length_bonus=0.0) == ""
+
+def test_transcription_requests_go_to_transcribe(parts, tmp_path):
+    omni = make_omni(parts, omni_cfg(tmp_path))
+    omni.transcribe = lambda wave, sample_rate=16000, **kw: "routed"
+    wave = 0.1 * torch.randn(16000)
+    assert omni.chat("Transcribe this.", audio=wave) == "routed"
+    assert omni.chat("please write down what you hear", audio=wave) == "routed"
+    assert omni.chat("what colour is the star?", audio=wave, max_new_tokens=3) != "routed"
+    assert omni.chat("transcribe the audio", audio=wave, image=PIC, max_new_tokens=3) != "routed"          # a picture too
+    assert omni.chat("transcribe the audio", audio=wave, temperature=0.8, max_new_tokens=3) != "routed"     # sampling asked for
+    assert not E.is_transcription_request(None) and E.is_transcription_request("TRANSCRIBE")
+
+def test_char_lm_travels_with_the_save_folder(parts, tmp_path):
+    from muomni.audio import CharNgramLM
+    thinker, tok, vision, _ = parts
+    audio = AudioEncoder(load_config("audio_enc_tiny", preset="smoke")).eval()
+    audio.lm = CharNgramLM(3).fit(["the red star", "a blue circle"])
+    cfg = omni_cfg(tmp_path)
+    omni = E.Omni(cfg, thinker, tok, vision, audio)
+    save_checkpoint(tmp_path / "omni" / "final.pt", omni, cfg)
+    E.save_components(omni, cfg.save_dir)
+    loaded = E.Omni.load(cfg.save_dir, device="cpu")
+    assert loaded.char_lm is not None and loaded.char_lm.logp("the re", "d") == audio.lm.logp("the re", "d")
+    wave = 0.1 * torch.randn(20000)
+    assert loaded.transcribe(wave, max_new_tokens=6) == omni.transcribe(wave, max_new_tokens=6)
+    long = 0.1 * torch.randn(16000 * 20)                                       # longer than transcribe_chunk_s: cut up
+    assert isinstance(loaded.transcribe(long, max_new_tokens=4), str)

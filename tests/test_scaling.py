@@ -1,6 +1,6 @@
 """Scaled presets: every medium/large config loads, its models build on the meta device (no memory), the Thinker has
 the book's shape at each scale, the other components and Stage E's projectors follow it."""
-import json
+import dataclasses, json
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ def test_scaled_config_loads(name, scale):
     assert cfg.batch_size * cfg.gradient_accumulation_steps == tiny.batch_size * tiny.gradient_accumulation_steps
     assert cfg.lr < tiny.lr
 
-@pytest.mark.parametrize("scale", ["tiny", "medium", "large"])
+@pytest.mark.parametrize("scale", ["tiny", "medium", "large", "xl"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_models_build_on_meta(kind, scale):
     m = build_model(scaled_config(kind, scale))
@@ -49,6 +49,16 @@ def test_thinker_matches_the_books_table(scale):
     assert c.vocab_size == 32000 and not c.use_moe
     assert count_parameters(build_model(c)) == thinker_params(c)
 
+def test_xl_is_the_books_mixture_of_experts_row():
+    c = scaled_config("thinker", "xl")
+    assert (c.d_model, c.n_layers, c.n_heads, c.use_moe, c.moe_top_k) == (1024, 32, 16, True, 2)
+    assert c.grad_checkpointing and c.gradient_accumulation_steps > 1 and c.parallel == "fsdp"   # sharded under torchrun
+    experts = c.n_layers * ((c.n_experts - 1) * 3 * c.d_model * c.d_ff + c.n_experts * c.d_model)   # extra experts + routers
+    assert count_parameters(build_model(c)) == thinker_params(dataclasses.replace(c, use_moe=False)) + experts
+    for kind in ("audio", "vision", "talker"):                    # the encoders and the Talker stop at large
+        assert scaled_config(kind, "xl").save_dir == scaled_config(kind, "large").save_dir
+    assert scaled_config("omni", "xl").preset == "xl"
+
 @pytest.mark.parametrize("scale", ["medium", "large"])
 @pytest.mark.parametrize("kind", ["audio", "vision", "talker"])
 def test_components_scale_like_the_thinker(kind, scale):
@@ -58,7 +68,7 @@ def test_components_scale_like_the_thinker(kind, scale):
     assert big.d_model // big.n_heads == tiny.d_model // tiny.n_heads            # same head width
     assert count_parameters(build_model(big)) > WIDTH[scale] ** 2 * count_parameters(build_model(tiny)) * 0.9
 
-@pytest.mark.parametrize("scale", ["tiny", "medium", "large"])
+@pytest.mark.parametrize("scale", ["tiny", "medium", "large", "xl"])
 def test_projectors_follow_the_thinker(scale):
     rows = {r["component"]: r for r in parameter_table(scale)[0]}
     d_t, d_v, d_a = (scaled_config(k, scale).d_model for k in ("thinker", "vision", "audio"))

@@ -132,7 +132,9 @@ def test_presets_load():
     for p in ("smoke", "laptop", "tiny"):
         c = load_config("thinker_tiny", preset=p)
         assert c.preset == p and c.save_dir.startswith("checkpoints/thinker_")
-    assert load_config("thinker_tiny", preset="laptop").d_model == 256          # same architecture on a laptop
+    tiny, laptop = load_config("thinker_tiny", preset="tiny"), load_config("thinker_tiny", preset="laptop")
+    assert tiny.d_model == 256 and laptop.d_model == 128                        # narrower on a laptop (chapter 27's sweep)
+    assert (laptop.n_layers, laptop.n_heads, laptop.kv_groups) == (tiny.n_layers, tiny.n_heads, tiny.kv_groups)   # same kind of model
 
 # -- generation --------------------------------------------------------------------------------------------------
 def test_generate_options():

@@ -35,9 +35,9 @@ def test_update_configs(tmp_path, capsys):
 
 
 def test_scaled_configs_are_updated_too(tmp_path):
-    for scale in ("tiny", "medium", "large", "xl"):
+    for scale in ("tiny", "medium", "large", "xl", "huge"):
         (tmp_path / f"toy_{scale}.json").write_text(json.dumps(dict(kind="toy", batch_size=10)))
-    assert sorted(update_configs(tmp_path, dry_run=True)) == ["toy_large.json", "toy_medium.json", "toy_tiny.json"]
+    assert sorted(update_configs(tmp_path, dry_run=True)) == ["toy_large.json", "toy_medium.json", "toy_tiny.json", "toy_xl.json"]
 
 
 # --- the real stages on smoke-sized data -----------------------------------------------------------------------
