@@ -22,9 +22,9 @@ __all__ = ['PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', '
            'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'warmup_cosine', 'StepBatchSampler',
            'LengthBucketSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
-           'init_distributed', 'barrier', 'shard_model', 'is_sharded', 'full_state', 'load_full_state', 'Trainer',
-           'write_metrics', 'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops',
-           'flop_utilisation', 'bench_train_step', 'demo_problem', 'train_demo']
+           'init_distributed', 'barrier', 'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics',
+           'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation',
+           'bench_train_step', 'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -490,10 +490,6 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
     for u in units:
         if id(u) not in inside: fully_shard(u, mesh=mesh)
     return fully_shard(model, mesh=mesh)
-
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
 
 def full_state(model: nn.Module, optimizer=None) -> tuple[dict, dict | None]:
     """(model, optimizer) state dicts of a sharded model gathered whole on rank 0, on the CPU (the other ranks get
