@@ -756,7 +756,8 @@ def _copy_files(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     skip = {"last.pt", "best.pt"} if (src / "final.pt").exists() else set()
     for f in src.iterdir():
-        if f.is_file() and f.suffix in (".pt", ".json", ".safetensors") and f.name not in skip: shutil.copy2(f, dst / f.name)
+        if f.is_file() and f.suffix in (".pt", ".json", ".safetensors") and f.name not in skip:
+            atomic_write(dst / f.name, lambda t, f=f: shutil.copy2(f, t))     # a reader never sees half a checkpoint
 
 def _talker_copy(talker, talker_path, save_dir) -> str | None:
     "Copy the Talker's save folder and its codec's into <save_dir>/talker (so the Omni folder stands alone)."
