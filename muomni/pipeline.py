@@ -19,9 +19,9 @@ from .core import (atomic_write, atomic_write_json, config_class, count_paramete
 
 # %% auto #0
 __all__ = ['STAGES', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves', 'plot_stage_graph',
-           'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'run_pipeline', 'epochs_for', 'schedule_for',
-           'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table', 'memory_estimate',
-           'measure_peak_memory', 'memory_table']
+           'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results', 'run_pipeline', 'epochs_for',
+           'schedule_for', 'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table',
+           'memory_estimate', 'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -105,7 +105,7 @@ def stage_metrics(stage: Stage, preset: str, ckpt_dir: str | None = None) -> dic
     return out
 
 def run_stage(stage: Stage, preset: str, out_dir: Path, data_dir=None, ckpt_dir=None) -> dict:
-    "Execute one stage notebook with papermill; return its status, wall time and metrics."
+    "Execute one stage notebook with papermill; return its status (ok, failed or not built), wall time and metrics."
     import papermill as pm
     src = nbs_dir() / stage.notebook
     if not src.exists(): return dict(stage=stage.key, status="not built", wall_time_s=0.0)
@@ -118,8 +118,10 @@ def run_stage(stage: Stage, preset: str, out_dir: Path, data_dir=None, ckpt_dir=
         pm.execute_notebook(str(src), str(out_dir / stage.notebook), parameters=params, kernel_name="python3",
                             cwd=str(nbs_dir()), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as e:
-        raise RuntimeError(f"stage {stage.key}: {stage.notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                           f"  executed notebook: {out_dir / stage.notebook}") from None
+        error = (f"stage {stage.key}: {stage.notebook} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                 f"  executed notebook: {out_dir / stage.notebook}")
+        print(f"[pipeline] {error}", flush=True)
+        return dict(stage=stage.key, status="failed", wall_time_s=round(time.time() - t0, 1), error=error)
     wall = round(time.time() - t0, 1)
     print(f"[pipeline] stage {stage.key} done in {wall:.0f}s", flush=True)
     return dict(stage=stage.key, status="ok", wall_time_s=wall, metrics=stage_metrics(stage, preset, ckpt_dir))
@@ -140,20 +142,27 @@ def results_markdown(results: list[dict], preset: str) -> str:
     rows += ["", f"Total wall time: {total / 60:.1f} min"]
     return "\n".join(rows) + "\n"
 
+def write_results(results: list[dict], preset: str, out: Path, total_wall_time_s: float) -> str:
+    "results.json and results.md in `out` (atomically); returns the markdown."
+    atomic_write_json(dict(preset=preset, total_wall_time_s=round(total_wall_time_s, 1), stages=results), out / "results.json")
+    md = results_markdown(results, preset)
+    atomic_write(out / "results.md", lambda t: Path(t).write_text(md, encoding="utf-8"))
+    return md
+
 def run_pipeline(preset: str = "auto", stages: str = "all", out_dir: str | None = None, parallel: int = 1,
                  data_dir: str | None = None, ckpt_dir: str | None = None) -> list[dict]:
-    "Run the selected stage notebooks in dependency order; write results.json and results.md; return the results."
+    """Run the selected stage notebooks in dependency order, writing results.json and results.md after every wave;
+    return the results. A failed stage stops the stages that depend on it and raises, after its row is written."""
     preset = resolve_preset(preset)
     out = resolve_path(out_dir or f"runs/{preset}")
     out.mkdir(parents=True, exist_ok=True)
-    results, t0 = [], time.time()
+    results, t0, md = [], time.time(), ""
     for wave in waves(select_stages(stages)):
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             results += list(pool.map(lambda s: run_stage(s, preset, out, data_dir, ckpt_dir), wave))
-    summary = dict(preset=preset, total_wall_time_s=round(time.time() - t0, 1), stages=results)
-    atomic_write_json(summary, out / "results.json")
-    md = results_markdown(results, preset)
-    atomic_write(out / "results.md", lambda t: Path(t).write_text(md, encoding="utf-8"))
+        md = write_results(results, preset, out, time.time() - t0)
+        failed = [r for r in results if r["status"] == "failed"]
+        if failed: raise RuntimeError("\n".join(r["error"] for r in failed) + f"\n  results so far: {out / 'results.md'}")
     print(md)
     return results
 

@@ -39,3 +39,21 @@ def test_pipeline_cli_runs_the_data_stage(cli, tmp_path):
     results = json.loads((tmp_path / "runs/results.json").read_text())
     assert [s["stage"] for s in results["stages"]] == ["data"]
     assert (tmp_path / "runs/results.md").read_text().startswith("# μOmni pipeline results (preset `smoke`)")
+
+def test_pipeline_failure_keeps_earlier_results_and_stops_dependents(tmp_path, monkeypatch):
+    import nbformat
+    from muomni import pipeline
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    def notebook(name, code):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("preset = 'smoke'", metadata=dict(tags=["parameters"])),
+                                             nbformat.v4.new_code_cell(code)])
+        nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+        nbformat.write(nb, nbs / name)
+    notebook("01_data.ipynb", "assert preset == 'smoke'")
+    notebook("27_stage_a.ipynb", "assert 1 + 1 == 3, 'the Thinker fell over'")
+    monkeypatch.setattr(pipeline, "nbs_dir", lambda: nbs)
+    with pytest.raises(RuntimeError, match=r"27_stage_a.ipynb failed in cell .*the Thinker fell over"):
+        pipeline.run_pipeline("smoke", stages="data,A,E", out_dir=str(tmp_path / "runs"))
+    results = json.loads((tmp_path / "runs/results.json").read_text())
+    assert [(s["stage"], s["status"]) for s in results["stages"]] == [("data", "ok"), ("A", "failed")]   # E never started
+    assert "| A | failed |" in (tmp_path / "runs/results.md").read_text()
