@@ -22,9 +22,9 @@ __all__ = ['PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', '
            'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'warmup_cosine', 'StepBatchSampler',
            'LengthBucketSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
-           'init_distributed', 'barrier', 'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics',
-           'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation',
-           'bench_train_step', 'demo_problem', 'train_demo']
+           'init_distributed', 'close_process_group', 'barrier', 'shard_model', 'full_state', 'load_full_state',
+           'Trainer', 'write_metrics', 'count_parameters', 'human', 'measure_matmul_flops', 'time_it',
+           'train_step_flops', 'flop_utilisation', 'bench_train_step', 'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 def project_root(start: str | Path | None = None) -> Path:
@@ -444,6 +444,7 @@ class LivePlot:
         return atomic_write(self.save_path, lambda t: self.fig.savefig(t, dpi=90, format="png"))
 
 # %% ../nbs/00_core.ipynb #85c31da3
+import atexit
 def to_device(batch, device: torch.device):
     "Move tensors inside nested tuples/lists/dicts to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -473,7 +474,12 @@ def init_distributed(device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(close_process_group)
     return device
+
+def close_process_group() -> None:
+    "Destroy the process groups before the interpreter exits: left to exit, gloo's threads can abort the process."
+    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
 def barrier() -> None:
     "Wait for every rank (no-op when not distributed)."
