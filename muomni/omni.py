@@ -28,9 +28,9 @@ __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QU
            'stage_dir', 'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts',
            'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate',
            'SFTData', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example',
-           'image_bank', 'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records',
-           'speech_voice_split', 'spoken_clips', 'build_sft_data', 'count_samples', 'joint_transcribe',
-           'word_error_rate', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder', 'save_components', 'sft_omni',
+           'image_bank', 'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records', 'spoken_voices',
+           'spoken_clips', 'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe', 'word_error_rate',
+           'evaluate_sft', 'asr_prompts', 'tune_joint_decoder', 'save_components', 'sft_omni',
            'is_transcription_request', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
@@ -69,7 +69,7 @@ class OmniConfig(TrainConfig):
     n_val_digits: int = 200
     val_text_tokens: int = 16384     # held-out Shakespeare tokens scored for nats/char (0: Stage A's setting)
     length_batches: bool = True      # batches of examples of similar length (far less padding)
-    eval_limit: int = 100            # items per held-out set at the periodic validations (the final one uses all)
+    eval_limit: int = 100            # tune items watched at each periodic validation (the test sets are scored once, at the end)
     answer_tokens: int = 12          # generation budget for short answers
     transcript_tokens: int = 48      # ... and for transcripts
     audio_positions: str = "sequential"  # sequential: RoPE positions 0, 1, 2, ...; aligned: a reply to a turn with audio
@@ -504,10 +504,11 @@ def shape_records(items: list[dict], image_offset: int, per_image: int, rng: ran
         out += [dict(image=image_offset + i, audio=-1, text=q, answer=a, kind=kind, type=question_type(q)) for q, a in qa]
     return out
 
-def speech_voice_split(train_csv, val_csv) -> dict[str, list[str]]:
-    "Training and held-out voices of Stage B's speech set (from its manifests)."
-    from muomni.data import read_manifest
-    return {k: sorted({r["voice"] for r in read_manifest(p, check_files=False)}) for k, p in (("train", train_csv), ("val", val_csv))}
+def spoken_voices(cfg: OmniConfig) -> dict[str, list[str]]:
+    "The split registry's train and test voices (the preset's first few for smoke runs), for spoken questions."
+    from muomni import data as D
+    voices, cap = D.split_registry(cfg.data_dir)["voices"], D.SPEECH_PRESETS[resolve_preset(cfg.preset)]["max_voices"] or None
+    return {split: voices[split][:cap] for split in ("train", "test")}
 
 def spoken_clips(questions: list[str], voices: list[str], renderings: int, out_dir, seed: int) -> tuple[dict, list]:
     "Render each question `renderings` times (voices dealt round-robin): ({normalised question: [clip numbers]}, log-mels)."
@@ -522,50 +523,61 @@ def spoken_clips(questions: list[str], voices: list[str], renderings: int, out_d
 
 # %% ../nbs/31_stage_e.ipynb #584b225f
 def _stage_text(cfg: OmniConfig, omni: Omni):
-    "(train token stream, held-out windows, their character count) of Stage A's corpus, split as Stage A split it."
+    "(train token stream, test windows, their character count) of Stage A's text: the registry's training and test works."
     from muomni import thinker as A
     tcfg = dataclasses.replace(omni.thinker.cfg, data_dir=cfg.data_dir)
     docs, cache = A.text_corpus(tcfg), resolve_path(cfg.data_dir) / "tokenizers"
     train_ids = A.token_stream(omni.tokenizer, docs["train"], cache)
-    windows = A.eval_windows(A.token_stream(omni.tokenizer, docs["val"], cache), tcfg.ctx_len, cfg.val_text_tokens or tcfg.eval_tokens)
+    windows = A.eval_windows(A.token_stream(omni.tokenizer, docs["test"], cache), tcfg.ctx_len, cfg.val_text_tokens or tcfg.eval_tokens)
     return train_ids, windows, A.count_chars(omni.tokenizer, windows)
 
+def caption_pictures(cfg: OmniConfig) -> list[int]:
+    """Which of the first `n_captions` training pictures get a caption example: those whose content (what any caption
+    of it says) the split registry does not hold out, so no held-out caption is ever a training target."""
+    from muomni import data as D
+    reg = D.split_registry(cfg.data_dir)
+    held = set(reg["captions"]["tune"]) | set(reg["captions"]["test"])
+    specs = D.shape_specs(min(cfg.n_captions, cfg.n_shape_images), D.IMAGE_SEEDS["train"], exclude_combos=D.HELDOUT_COMBOS)
+    return [i for i, s in enumerate(specs) if D.content_key(s) not in held]
+
 def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
-    """Training examples and held-out prompt sets for Stage E, with their feature banks.
-    Returns dict(train=SFTData, val={vqa, vqa_combo, spoken, asr, digits}: prompt items, text=(windows, n_chars), info,
-    speech: the manifests, val_ctc: Stage B's CTC log-probabilities of the held-out ASR clips, for the joint decoder)."""
+    """Training examples and prompt sets for Stage E, with their feature banks, all from the split registry.
+    Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_combo, spoken,
+    asr, digits}: prompt items scored once, text=(test windows, n_chars), info, speech: Stage B's manifests, spoken: the
+    manifests of the spoken questions, test_ctc: Stage B's CTC log-probabilities of the test ASR clips, for the joint decoder)."""
     from muomni import data as D, audio as B
     t0, rng, tok = time.time(), random.Random(cfg.seed), omni.tokenizer
     # pictures -> one image bank
     size = max(64, omni.vision.encoder.img_size)
-    shapes = D.shapes_splits(cfg.n_shape_images, cfg.n_val_images, seed=cfg.seed, image_size=size,
-                             n_heldout=max(1, cfg.n_val_images // 2))
-    digits = {s: list(D.digits_dataset(split=s, seed=cfg.seed))[:n] for s, n in (("train", cfg.n_digits), ("val", cfg.n_val_digits))}
-    groups = dict(train=shapes["train"], digits=digits["train"], val=shapes["val"], heldout=shapes["heldout"], val_digits=digits["val"])
+    shapes = D.shapes_splits(cfg.n_shape_images, cfg.n_val_images, image_size=size, n_combo=max(1, cfg.n_val_images // 2),
+                             n_tune=cfg.eval_limit)
+    digits = {s: D.digits_dataset(split=s, data_dir=cfg.data_dir)[:n] for s, n in (("train", cfg.n_digits), ("test", cfg.n_val_digits))}
+    groups = dict(train=shapes["train"], digits=digits["train"], tune=shapes["tune"], test=shapes["test"],
+                  test_combo=shapes["test_combo"], test_digits=digits["test"])
     offset, pos = {}, 0
     for k, items in groups.items(): offset[k], pos = pos, pos + len(items)
     images = image_bank(omni, [it["image"] for items in groups.values() for it in items])
     t_img = time.time() - t0
-    # speech: Stage B's own set (transcribe) + rendered shape questions (spoken VQA)
-    acfg = omni.audio.cfg
-    speech = D.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=getattr(acfg, "data_seed", 0), progress=False)  # Stage B's set
-    voices = speech_voice_split(speech["train"], speech["val"])
-    asr = {s: B.cached_features(speech[s], max_items=n) for s, n in (("train", cfg.n_asr), ("val", cfg.n_val_asr))}
+    # speech: Stage B's own sets (transcribe) + shape questions spoken by the registry's train and test voices
+    speech = D.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=getattr(omni.audio.cfg, "data_seed", 0), progress=False)
+    asr = {s: B.cached_features(speech[s], max_items=n) for s, n in (("train", cfg.n_asr), ("tune", cfg.eval_limit), ("test", cfg.n_val_asr))}
+    voices = spoken_voices(cfg)
     root = D.data_root(cfg.data_dir) / "omni" / f"spoken_{D.params_digest(dict(voices=voices, seed=cfg.seed))}"
     q_train = sorted({q for it in shapes["train"] for q, _ in it["qa"]})
-    q_val = sorted({q for it in shapes["val"] for q, _ in it["qa"]})
+    q_test = sorted({q for it in shapes["test"] for q, _ in it["qa"]})
     spoken_train, mels_train = spoken_clips(q_train, voices["train"], cfg.spoken_renderings, root / "train", cfg.seed)
-    spoken_val, mels_val = spoken_clips(q_val, voices["val"], cfg.val_spoken_renderings, root / "val", cfg.seed + 1)
-    mel_groups = dict(asr_train=asr["train"]["mels"], asr_val=asr["val"]["mels"], spoken_train=mels_train, spoken_val=mels_val)
+    spoken_test, mels_test = spoken_clips(q_test, voices["test"], cfg.val_spoken_renderings, root / "test", cfg.seed + 1)
+    mel_groups = dict(asr_train=asr["train"]["mels"], asr_tune=asr["tune"]["mels"], asr_test=asr["test"]["mels"],
+                      spoken_train=mels_train, spoken_test=mels_test)
     aoff, pos = {}, 0
     for k, m in mel_groups.items(): aoff[k], pos = pos, pos + len(m)
     audio = audio_bank_from_mels(omni, [m for ms in mel_groups.values() for m in ms])
-    val_ctc = map_mels(omni, asr["val"]["mels"], omni.ctc_log_probs) if cfg.asr_decoder == "joint" else None
+    test_ctc = map_mels(omni, asr["test"]["mels"], omni.ctc_log_probs) if cfg.asr_decoder == "joint" else None
     t_audio = time.time() - t0 - t_img
     # records
     train = shape_records(shapes["train"], offset["train"], cfg.questions_per_image, rng)
-    train += [dict(image=offset["train"] + i, audio=-1, text=PROMPTS["caption"], answer=it["caption"], kind="caption", type="caption")
-              for i, it in enumerate(shapes["train"][:cfg.n_captions])]
+    train += [dict(image=offset["train"] + i, audio=-1, text=PROMPTS["caption"], answer=shapes["train"][i]["caption"], kind="caption",
+                   type="caption") for i in caption_pictures(cfg)]
     train += [dict(image=offset["digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit", type="digit")
               for i, it in enumerate(digits["train"])]
     wordings = [PROMPTS["asr"], *cfg.asr_paraphrases]
@@ -579,17 +591,19 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
             out.append(dict(image=image_offset + i, audio=audio_offset + rng.choice(clips[D.normalize_transcript(q)]),
                             text=None, answer=a, kind="spoken", type=question_type(q), question=q))
         return out
+    asr_items = lambda split: [dict(image=-1, audio=aoff[f"asr_{split}"] + i, text=PROMPTS["asr"], answer=t, kind="asr", type="asr")
+                               for i, t in enumerate(asr[split]["texts"])]
     train += spoken(shapes["train"], offset["train"], spoken_train, aoff["spoken_train"], cfg.n_spoken)
-    val = dict(vqa=shape_records(shapes["val"], offset["val"], 0, rng),
-               vqa_combo=shape_records(shapes["heldout"], offset["heldout"], 0, rng, kind="vqa_combo"),
-               spoken=spoken(shapes["val"], offset["val"], spoken_val, aoff["spoken_val"], cfg.n_val_spoken),
-               asr=[dict(image=-1, audio=aoff["asr_val"] + i, text=PROMPTS["asr"], answer=t, kind="asr", type="asr")
-                    for i, t in enumerate(asr["val"]["texts"])],
-               digits=[dict(image=offset["val_digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit",
-                            type="digit") for i, it in enumerate(digits["val"])])
+    tune = dict(vqa=shape_records(shapes["tune"], offset["tune"], 0, rng), asr=asr_items("tune"))
+    test = dict(vqa=shape_records(shapes["test"], offset["test"], 0, rng),
+                vqa_combo=shape_records(shapes["test_combo"], offset["test_combo"], 0, rng, kind="vqa_combo"),
+                spoken=spoken(shapes["test"], offset["test"], spoken_test, aoff["spoken_test"], cfg.n_val_spoken),
+                asr=asr_items("test"),
+                digits=[dict(image=offset["test_digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit",
+                             type="digit") for i, it in enumerate(digits["test"])])
     n_img = omni.n_image_tokens
     examples = [record_example(tok, r, n_img, audio, char_level=cfg.asr_target == "chars" and r["kind"] == "asr") for r in train]
-    val = {k: [record_example(tok, r, n_img, audio, prompt_only=True) for r in v] for k, v in val.items()}
+    prompts = lambda sets: {k: [record_example(tok, r, n_img, audio, prompt_only=True) for r in v] for k, v in sets.items()}
     # plain text keeps the Thinker's language
     train_ids, windows, n_chars = _stage_text(cfg, omni)
     n_text = round(cfg.text_fraction / max(1e-9, 1 - cfg.text_fraction) * len(examples)) if cfg.text_fraction > 0 else 0
@@ -599,18 +613,18 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
         examples.append(dict(ids=w, labels=w, image=-1, audio=-1, kind="text", type="text"))
     counts = {k: sum(e["kind"] == k for e in examples) for k in ("vqa", "caption", "digit", "asr", "spoken", "text")}
     info = dict(train_examples=len(examples), **{f"train_{k}": v for k, v in counts.items()},
-                **{f"val_{k}": len(v) for k, v in val.items()}, image_tokens=n_img, images=len(images), clips=len(audio),
-                train_voices=len(voices["train"]), val_voices=len(voices["val"]), image_encode_s=round(t_img, 1),
+                **{f"test_{k}": len(v) for k, v in test.items()}, image_tokens=n_img, images=len(images), clips=len(audio),
+                train_voices=len(voices["train"]), test_voices=len(voices["test"]), image_encode_s=round(t_img, 1),
                 audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
-    return dict(train=SFTData(examples, images, audio, tok.pad_id), val=val, text=(windows, n_chars), info=info, speech=speech,
-                val_ctc=val_ctc)
+    return dict(train=SFTData(examples, images, audio, tok.pad_id), tune=prompts(tune), test=prompts(test), text=(windows, n_chars),
+                info=info, speech=speech, spoken={s: root / s / "manifest.csv" for s in ("train", "test")}, test_ctc=test_ctc)
 
 # %% ../nbs/31_stage_e.ipynb #6a1c0e04
 def count_samples(cfg: OmniConfig) -> int:
     "Training examples of one Stage E epoch, from the config's data recipe."
     from muomni.data import digits_dataset
-    n_digits = min(cfg.n_digits, sum(1 for _ in digits_dataset(split="train", seed=cfg.seed)))
-    n = cfg.n_shape_images * cfg.questions_per_image + min(cfg.n_captions, cfg.n_shape_images) + n_digits + cfg.n_asr + cfg.n_spoken
+    n_digits = min(cfg.n_digits, len(digits_dataset(split="train", data_dir=cfg.data_dir)))
+    n = cfg.n_shape_images * cfg.questions_per_image + len(caption_pictures(cfg)) + n_digits + cfg.n_asr + cfg.n_spoken
     return n + (round(cfg.text_fraction / (1 - cfg.text_fraction) * n) if 0 < cfg.text_fraction < 1 else 0)
 
 # %% ../nbs/31_stage_e.ipynb #20d93324
@@ -688,11 +702,13 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> tuple[float, float]:
     chars = sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
     return words, chars
 
-def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_predictions: bool = False) -> dict:
-    "Held-out metrics of `omni` on `data['val']` (the first `limit` items of each set when > 0)."
+def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_predictions: bool = False,
+                 split: str = "test") -> dict:
+    """Metrics of `omni` on `data[split]` (the first `limit` items of each set when > 0): `tune` while training, `test`
+    once at the end (with the joint ASR decoder when configured, and Stage A's held-out text)."""
     from muomni import thinker as A
     out, preds = {}, {}
-    for name, items in data["val"].items():
+    for name, items in data[split].items():
         items = items[:limit] if limit else items
         if not items: continue
         budget = cfg.transcript_tokens if name == "asr" else cfg.answer_tokens
@@ -701,9 +717,9 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
         if name == "asr":
             refs = [it["answer"] for it in items]
             out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
-            if cfg.asr_decoder == "joint" and not limit and data.get("val_ctc") is not None:   # the final evaluation
+            if cfg.asr_decoder == "joint" and split == "test" and not limit and data.get("test_ctc") is not None:
                 out["asr_wer_greedy"], out["asr_cer_greedy"] = out["asr_wer"], out["asr_cer"]
-                preds[name] = hyps = [joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["val_ctc"][j])
+                preds[name] = hyps = [joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["test_ctc"][j])
                                       for j, it in enumerate(items)]
                 out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
             continue
@@ -715,9 +731,9 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
             for t in QUESTION_TYPES:
                 sel = [r for r, it in zip(right, items) if it["type"] == t]
                 if sel: out[f"{key}_{t}"] = sum(sel) / len(sel)
-    windows, n_chars = data["text"]
-    text = A.text_metrics(omni.thinker, windows, n_chars)
-    out["val_nats_per_char"] = text["val_nats_per_char"]
+    if split == "test":
+        windows, n_chars = data["text"]
+        out["val_nats_per_char"] = A.text_metrics(omni.thinker, windows, n_chars)["val_nats_per_char"]
     if keep_predictions: out["predictions"] = preds
     return out
 
@@ -731,14 +747,14 @@ def asr_prompts(omni: Omni, mels: list, texts: list[str]) -> tuple[SFTData, list
 
 def tune_joint_decoder(omni: Omni, grid: dict, n: int = 100, data_dir: str | None = None, seed: int = 0) -> list[dict]:
     """WER/CER of `joint_transcribe` for every combination of `grid` (lists for beam_size, ctc_weight, lm_weight,
-    length_bonus) on the tuning split: Stage B held-out utterances n_val_asr .. n_val_asr + n. Best first."""
+    length_bonus) on the first `n` utterances of Stage B's *tune* set (voice families and sentences that neither
+    training nor the test sets contain). Best first."""
     import itertools
     from muomni import data as D, audio as B
     cfg = omni.cfg
     speech = D.speech_splits(cfg.preset, data_dir=data_dir or cfg.data_dir, seed=getattr(omni.audio.cfg, "data_seed", seed), progress=False)
-    feats = B.cached_features(speech["val"])
-    lo, hi = cfg.n_val_asr, cfg.n_val_asr + n
-    if hi > len(feats["texts"]): raise ValueError(f"the held-out speech has {len(feats['texts'])} utterances; tuning needs {hi}")
+    feats = B.cached_features(speech["tune"], max_items=n)
+    lo, hi = 0, len(feats["texts"])
     sft, items, ctc = asr_prompts(omni, feats["mels"][lo:hi], feats["texts"][lo:hi])
     keys, out = list(grid), []
     for values in itertools.product(*grid.values()):
@@ -813,7 +829,7 @@ def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=N
     print(f"held-out nats/char before SFT: {before:.4f}")
     talker_dir = talker if isinstance(talker, (str, Path)) else stage_dir(cfg, "talker") if parts["talker"] is not None else None
     save_components(omni, cfg.save_dir, _talker_copy(parts["talker"], talker_dir, cfg.save_dir))
-    eval_fn = lambda m: {k: v for k, v in evaluate_sft(m, data, cfg, limit=cfg.eval_limit).items() if k != "predictions"}
+    eval_fn = lambda m: {k: v for k, v in evaluate_sft(m, data, cfg, limit=cfg.eval_limit, split="tune").items() if k != "predictions"}
     train_set = data["train"]
     trainer = Trainer(omni, cfg, train_set, sft_loss, eval_fn, collate_fn=train_set.collate, best="vqa_accuracy",
                       best_mode="max", plot=plot, optimizer=_optimizer(omni, cfg),

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
-                         write_metrics, count_parameters, human, atomic_write_json, seed_everything, config_dict,
+                         write_metrics, count_parameters, human, atomic_write, atomic_write_json, seed_everything, config_dict,
                          amp_dtype_for, autocast, find_checkpoint, bench_train_step)
 from . import data
 from .thinker import Block, KVCache, rope_tables
@@ -293,9 +293,8 @@ class TalkerConfig(TrainConfig):
     voice: str = "en-us"
     rate: int = 175
     pitch: int = 50
-    n_train: int = 3000
-    n_val: int = 100
-    domain_fraction: float = 0.25
+    n_train: int = 3000            # training sentences (the split registry's train split), spoken in `voice`
+    n_val: int = 100               # test sentences (the registry's test split: no stage trains on them)
     codec_dir: str = "checkpoints/rvq_codec"
     codec_steps: int = 1500
     codec_batch_size: int = 16
@@ -320,20 +319,21 @@ def codec_config(cfg: TalkerConfig) -> CodecConfig:
 
 # %% ../nbs/30_stage_d.ipynb #6e308fd5
 def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[dict]]:
-    "train/val utterances of the Talker's voice (cached in data_dir); val sentences never occur in train."
-    params = dict(v=2, voice=cfg.voice, rate=cfg.rate, pitch=cfg.pitch, n_train=cfg.n_train, n_val=cfg.n_val,
-                  domain_fraction=cfg.domain_fraction, seed=cfg.seed)
-    path = data.data_root(cfg.data_dir) / "talker" / f"corpus_{data.params_digest(params)}.pt"
-    if path.exists(): return torch.load(path, weights_only=False)
-    texts = data.speech_texts(cfg.n_train, cfg.n_val, seed=cfg.seed, domain_fraction=cfg.domain_fraction, data_dir=cfg.data_dir)
+    """`{train, test}` utterances of the Talker's voice, cached in data_dir: `n_train` sentences of the split registry's
+    train split (for the codec and the Talker) and `n_val` of its test split (for the round trip; no stage trains on them)."""
     from tqdm import tqdm
+    reg = data.split_registry(cfg.data_dir)
+    params = dict(v=3, voice=cfg.voice, rate=cfg.rate, pitch=cfg.pitch, n_train=cfg.n_train, n_val=cfg.n_val, registry=reg["digest"])
+    path = data.data_root(cfg.data_dir) / "talker" / f"corpus_{data.params_digest(params)}.pt"
+    if path.exists(): return torch.load(path, weights_only=True)
+    rows = {split: data.draw_sentences(data.registry_sentences(split, cfg.data_dir), n, data.SPEECH_MIX[split], f"talker-{split}")
+            for split, n in (("train", cfg.n_train), ("test", cfg.n_val))}
     out = {}
     with one_thread():                           # small per-utterance ops
-        for split, sentences in texts.items():
-            out[split] = [utterance(t, cfg.voice, cfg.rate, cfg.pitch)
-                          for t in tqdm(sentences, desc=f"espeak {split}", disable=not progress, file=sys.stdout, ascii=True, mininterval=5)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
+        for split, picked in rows.items():
+            out[split] = [dict(utterance(r["text"], cfg.voice, cfg.rate, cfg.pitch), source=r["source"])
+                          for r in tqdm(picked, desc=f"espeak {split}", disable=not progress, file=sys.stdout, ascii=True, mininterval=5)]
+    atomic_write(path, lambda t: torch.save(out, t))
     return out
 
 # %% ../nbs/30_stage_d.ipynb #5d100e54
@@ -610,9 +610,9 @@ def codec_resynth(codec: RVQCodec, wave: torch.Tensor) -> torch.Tensor:
     mel = pad_mel(data.log_mel(wave).T.contiguous()).to(dev)[None]
     return codes_to_wave(codec, codec.encode(mel)[0])
 
-def roundtrip(talker: Talker, texts: list[str], transcribe, batch_size: int = 16) -> dict:
+def roundtrip(talker: Talker, texts: list[str], transcribe, batch_size: int = 16, sources: list[str] | None = None) -> dict:
     """Speak `texts`, transcribe, and compare: round-trip CER/WER, the espeak floor (same ASR on espeak's audio),
-    the codec alone (espeak's audio through the codec), durations and samples."""
+    the codec alone (espeak's audio through the codec), durations and samples; with `sources`, each source apart too."""
     hyps, floor_hyps, codec_hyps, ratios, waves = [], [], [], [], []
     for s in range(0, len(texts), batch_size):
         for t, codes in zip(texts[s:s + batch_size], speak_codes(talker, texts[s:s + batch_size])):
@@ -622,10 +622,17 @@ def roundtrip(talker: Talker, texts: list[str], transcribe, batch_size: int = 16
             codec_hyps.append(transcribe(codec_resynth(talker.codec, ref_w)))
             ratios.append(len(w) / len(ref_w)); waves.append(w)
     rt, fl, cd = error_rates(texts, hyps), error_rates(texts, floor_hyps), error_rates(texts, codec_hyps)
-    return dict(roundtrip_cer=rt["cer"], roundtrip_wer=rt["wer"], espeak_cer=fl["cer"], espeak_wer=fl["wer"],
-                codec_cer=cd["cer"], codec_wer=cd["wer"],
-                duration_ratio_mean=sum(ratios) / len(ratios), duration_ratio_max_dev=max(abs(r - 1) for r in ratios),
-                samples=list(zip(texts, hyps, floor_hyps)), waves=waves)
+    out = dict(roundtrip_cer=rt["cer"], roundtrip_wer=rt["wer"], espeak_cer=fl["cer"], espeak_wer=fl["wer"],
+               codec_cer=cd["cer"], codec_wer=cd["wer"],
+               duration_ratio_mean=sum(ratios) / len(ratios), duration_ratio_max_dev=max(abs(r - 1) for r in ratios),
+               samples=list(zip(texts, hyps, floor_hyps)), waves=waves)
+    for src in sorted(set(sources or [])):
+        idx = [i for i, x in enumerate(sources) if x == src]
+        pick = lambda xs: [xs[i] for i in idx]
+        r, f = error_rates(pick(texts), pick(hyps)), error_rates(pick(texts), pick(floor_hyps))
+        out.update({f"roundtrip_cer_{src}": r["cer"], f"roundtrip_wer_{src}": r["wer"], f"espeak_cer_{src}": f["cer"],
+                    f"espeak_wer_{src}": f["wer"], f"n_{src}": len(idx)})
+    return out
 
 # %% ../nbs/30_stage_d.ipynb #124ac0b4
 def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict | None = None, codec=None) -> dict:
@@ -635,39 +642,42 @@ def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict 
     `codec`: an already trained (codec, codec_metrics) pair to reuse."""
     t_start = time.time()
     corpus = corpus or speech_corpus(cfg)
-    codec, codec_m = codec or train_codec(codec_config(cfg), [u["mel"] for u in corpus["train"]], [u["mel"] for u in corpus["val"]], plot=plot)
+    codec, codec_m = codec or train_codec(codec_config(cfg), [u["mel"] for u in corpus["train"]], [u["mel"] for u in corpus["test"]], plot=plot)
     torch.manual_seed(cfg.seed)
     talker = Talker(cfg, phone_inventory(corpus["train"]))
-    train, val = TalkerData(corpus["train"], talker, codec), TalkerData(corpus["val"], talker, codec)
+    train, test = TalkerData(corpus["train"], talker, codec), TalkerData(corpus["test"], talker, codec)
     loss_fn = lambda m, b: talker_loss(m, b, cfg.dur_weight)
-    trainer = Trainer(talker, cfg, train, loss_fn, eval_fn=talker_eval_fn(val), collate_fn=collate_talker,
+    trainer = Trainer(talker, cfg, train, loss_fn, eval_fn=talker_eval_fn(test), collate_fn=collate_talker,
                       best="loss", plot=plot, name="talker")
     save_talker_extras(cfg.save_dir, talker)
-    val_m = trainer.fit()
+    test_m = trainer.fit()
     talker = attach_codec(talker.eval(), codec)
     metrics = dict(recon_mse=codec_m["recon_mse"], recon_mse_logmel=codec_m["recon_mse_logmel"],
                    codebook_usage=codec_m["codebook_usage"],
                    code_perplexity=[codec_m[k] for k in sorted(codec_m) if k.startswith("perplexity_")],
-                   codec_train_time_s=codec_m.get("train_time_s"), val_code_acc0=val_m.get("acc0"), val_code_acc1=val_m.get("acc1"),
+                   codec_train_time_s=codec_m.get("train_time_s"), test_code_acc0=test_m.get("acc0"), test_code_acc1=test_m.get("acc1"),
                    core_params=talker.core_parameters(), conditioning_params=count_parameters(talker.cond))
-    metrics.update(roundtrip_metrics(talker, [u["text"] for u in corpus["val"][:cfg.n_eval]], judge or asr_judge(cfg)))
+    metrics.update(roundtrip_metrics(talker, corpus["test"][:cfg.n_eval], judge or asr_judge(cfg)))
     metrics["wall_time_s"] = round(time.time() - t_start, 1)
     return write_metrics(cfg, metrics, trainer, codec_dir=cfg.codec_dir)
 
-def roundtrip_metrics(talker: Talker, texts: list[str], judge) -> dict:
-    "The round-trip entries of metrics.json (None values when there is no judge)."
-    if judge is None or not texts:
+def roundtrip_metrics(talker: Talker, utterances: list[dict], judge) -> dict:
+    """The round-trip entries of metrics.json for test `utterances` (dicts with text and source; None values when there
+    is no judge), and whether the judge (Stage B) trained on the Talker's voice."""
+    seen = talker.cfg.voice in data.split_registry(talker.cfg.data_dir)["voices"]["train"]
+    if judge is None or not utterances:
         return dict(roundtrip_cer=None, roundtrip_wer=None, judge="none: Stage B's checkpoint was not found")
-    rt = roundtrip(talker, texts, judge[1])
-    return dict({k: v for k, v in rt.items() if k not in ("waves", "samples")}, judge=judge[0], samples=rt["samples"][:5])
+    rt = roundtrip(talker, [u["text"] for u in utterances], judge[1], sources=[u.get("source", "") for u in utterances])
+    return dict({k: v for k, v in rt.items() if k not in ("waves", "samples")}, judge=judge[0], n_roundtrip=len(utterances),
+                talker_voice=talker.cfg.voice, talker_voice_seen_by_judge=seen, samples=rt["samples"][:5])
 
 def evaluate_talker(cfg: TalkerConfig, judge=None) -> dict:
     "Re-measure the round trip of the trained Talker in `cfg.save_dir` (e.g. once Stage B has a checkpoint); updates metrics.json."
     talker = load_talker(cfg.save_dir, device=cfg.device, codec_dir=cfg.codec_dir)
-    texts = [u["text"] for u in speech_corpus(cfg, progress=False)["val"][:cfg.n_eval]]
+    utterances = speech_corpus(cfg, progress=False)["test"][:cfg.n_eval]
     path = resolve_path(cfg.save_dir) / "metrics.json"
     metrics = json.loads(path.read_text()) if path.exists() else {}
-    metrics.update(roundtrip_metrics(talker, texts, judge or asr_judge(cfg)))
+    metrics.update(roundtrip_metrics(talker, utterances, judge or asr_judge(cfg)))
     atomic_write_json(metrics, path)
     return metrics
 

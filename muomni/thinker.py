@@ -434,10 +434,9 @@ def complete(model: Thinker, tokenizer: TextTokenizer, prompt: str, max_new_toke
 
 # %% ../nbs/27_stage_a.ipynb #32f028d3
 def text_corpus(cfg: ThinkerConfig) -> dict[str, list[str]]:
-    "{'train': [...], 'val': [...]}: Shakespeare split by play (validation plays never trained on), or any text source."
-    from muomni.data import text_splits
-    splits = text_splits(cfg.corpus, val_fraction=cfg.val_split, data_dir=cfg.data_dir)
-    return dict(train=list(splits["train"]), val=list(splits["val"]))
+    "{'train': [...], 'test': [...]}: the split registry's works (`muomni.data.registry_texts`); test works are never trained on."
+    from muomni.data import registry_texts
+    return registry_texts(cfg.data_dir, cfg.corpus)
 
 class PackedText(torch.utils.data.Dataset):
     "Consecutive `ctx_len + 1`-token windows of one long token stream."
@@ -525,7 +524,7 @@ def prepare_text(cfg: ThinkerConfig):
     docs, cache = text_corpus(cfg), resolve_path(cfg.data_dir) / "tokenizers"
     train = train_documents(cfg, docs)
     tok = train_tokenizer(train, cfg.vocab_size, cache)
-    return tok, token_stream(tok, train, cache), token_stream(tok, docs["val"], cache)
+    return tok, token_stream(tok, train, cache), token_stream(tok, docs["test"], cache)
 
 def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     "Stage A: train the tokenizer and the Thinker on `cfg`; return (and write) the held-out metrics."

@@ -45,8 +45,9 @@ class VisionConfig(TrainConfig):
     d_ff: int = 512
     dropout: float = 0.1
     n_train_shapes: int = 20000          # procedural shape pictures to train on
-    n_val_shapes: int = 1000             # held-out seeds, colour-shape pairs seen in training
-    n_heldout_combo: int = 500           # held-out seeds, colour-shape pairs never seen in training
+    n_val_shapes: int = 1000             # test pictures (the registry's test seeds), colour-shape pairs seen in training
+    n_heldout_combo: int = 500           # test pictures of the colour-shape pairs never seen in training
+    n_tune_shapes: int = 300             # tune pictures, watched during training and choosing best.pt
     digit_renderings: int = 8            # varied renderings of each training digit (plus the plain one)
     max_digits: int = 0                  # use at most this many scans per split (0: all; smoke runs use a few)
     augment: bool = True                 # light random affine on training batches
@@ -307,13 +308,14 @@ class AugmentCollate:
 def _render_size(cfg: VisionConfig) -> int: return max(64, cfg.img_size)
 
 def _shape_splits(cfg: VisionConfig) -> dict:
+    "The registry's picture splits (muomni.data.IMAGE_SEEDS): train, tune, test, test_combo."
     from muomni.data import shapes_splits
-    return shapes_splits(cfg.n_train_shapes, cfg.n_val_shapes, seed=cfg.seed, image_size=_render_size(cfg),
-                         n_heldout=cfg.n_heldout_combo)
+    return shapes_splits(cfg.n_train_shapes, cfg.n_val_shapes, image_size=_render_size(cfg), n_combo=cfg.n_heldout_combo,
+                         n_tune=cfg.n_tune_shapes)
 
 def _digit_items(cfg: VisionConfig, split: str):
     from muomni.data import digits_dataset
-    items = list(digits_dataset(image_size=_render_size(cfg), split=split, seed=cfg.seed))
+    items = list(digits_dataset(image_size=_render_size(cfg), split=split, data_dir=cfg.data_dir))
     return items[:cfg.max_digits] if cfg.max_digits else items
 
 def _encode(cfg, pics, labels, captions) -> VisionSet:
@@ -349,13 +351,15 @@ def vision_label_names() -> tuple[list[str], list[str]]:
     return f["shapes"], f["colours"]
 
 def vision_data(cfg: VisionConfig, cache: bool = True) -> dict:
-    """Render (or load from the cache) the Stage C splits: train, val_shapes, val_combo, val_digits, val_digits_varied.
+    """Render (or load from the cache) the Stage C sets: train; tune_shapes, tune_digits (watched while training);
+    test_shapes, test_combo, test_digits, test_digits_varied (reported once), all from the split registry.
     Fills the label names (`cfg.shapes`, `cfg.colours`, `cfg.counts`, `cfg.positions`) from the data when empty."""
     for k, names in label_fields().items():
         if not getattr(cfg, k): setattr(cfg, k, names)
-    keys = ("img_size", "n_train_shapes", "n_val_shapes", "n_heldout_combo", "digit_renderings", "max_digits", "seed",
+    from muomni.data import split_registry
+    keys = ("img_size", "n_train_shapes", "n_val_shapes", "n_heldout_combo", "n_tune_shapes", "digit_renderings", "max_digits", "seed",
             "shapes", "colours", "counts", "positions")
-    recipe = {k: getattr(cfg, k) for k in keys} | dict(version=4)
+    recipe = {k: getattr(cfg, k) for k in keys} | dict(version=5, registry=split_registry(cfg.data_dir)["digest"])
     tag = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = resolve_path(cfg.data_dir) / "vision" / f"stage_c_{tag}.pt"
     if cache and path.exists():
@@ -364,10 +368,11 @@ def vision_data(cfg: VisionConfig, cache: bool = True) -> dict:
     rng = np.random.default_rng(cfg.seed)
     shapes = _shape_splits(cfg)
     train = _concat(_shape_set(cfg, shapes["train"]), _digit_set(cfg, _digit_items(cfg, "train"), rng, cfg.digit_renderings))
-    val_digits = _digit_items(cfg, "val")
-    varied = [dict(image=vary_digit(it["image"], rng, _render_size(cfg)), label=it["label"]) for it in val_digits]
-    sets = dict(train=train, val_shapes=_shape_set(cfg, shapes["val"]), val_combo=_shape_set(cfg, shapes["heldout"]),
-                val_digits=_digit_set(cfg, val_digits), val_digits_varied=_digit_set(cfg, varied))
+    test_digits = _digit_items(cfg, "test")
+    varied = [dict(image=vary_digit(it["image"], rng, _render_size(cfg)), label=it["label"]) for it in test_digits]
+    sets = dict(train=train, tune_shapes=_shape_set(cfg, shapes["tune"]), tune_digits=_digit_set(cfg, _digit_items(cfg, "tune")),
+                test_shapes=_shape_set(cfg, shapes["test"]), test_combo=_shape_set(cfg, shapes["test_combo"]),
+                test_digits=_digit_set(cfg, test_digits), test_digits_varied=_digit_set(cfg, varied))
     if cache:
         atomic_write(path, lambda t: torch.save({k: (s.images, s.labels, s.captions) for k, s in sets.items()}, t))
     print(f"rendered Stage C data in {time.time() - t0:.1f}s: " + ", ".join(f"{k} {len(s)}" for k, s in sets.items()))
@@ -407,16 +412,18 @@ def correct(pred: dict, labels: torch.Tensor) -> torch.Tensor:
         ok &= (labels[:, j] == IGNORE) | (pred[k] == labels[:, j])
     return ok
 
-def vision_eval_fn(data: dict):
-    "An eval_fn for the Trainer: held-out metrics on every validation split (last predictions kept in `.last`)."
+def vision_eval_fn(data: dict, split: str = "tune"):
+    """An eval_fn for the Trainer: metrics on the `split` sets, `tune` while training (what the curves show and what
+    picks best.pt) and `test` once at the end. The last predictions are kept in `.last`."""
     def eval_fn(model):
         out, last = {}, {}
-        for name in ("val_shapes", "val_combo", "val_digits", "val_digits_varied"):
+        for role in ("shapes", "combo", "digits", "digits_varied"):
+            name = f"{split}_{role}"
             if name not in data or not len(data[name]): continue
             pred, loss = predict(model, data[name])
             last[name] = pred
             ok = correct(pred, data[name].labels).float().mean().item()
-            if name == "val_shapes":
+            if role == "shapes":
                 out["accuracy"] = ok
                 out["shape_accuracy"] = (pred["shape"] == data[name].labels[:, 1]).float().mean().item()
                 out["colour_accuracy"] = (pred["colour"] == data[name].labels[:, 2]).float().mean().item()
@@ -424,8 +431,8 @@ def vision_eval_fn(data: dict):
                     col, keep = data[name].labels[:, HEADS.index(k)], data[name].labels[:, HEADS.index(k)] != IGNORE
                     if k in pred and keep.any(): out[f"{k}_accuracy"] = (pred[k][keep] == col[keep]).float().mean().item()
                 out["loss"] = loss
-            elif name == "val_combo": out["heldout_combo_accuracy"] = ok
-            elif name == "val_digits": out["digits_accuracy"] = ok; out["loss"] = (out.get("loss", loss) + loss) / 2
+            elif role == "combo": out["heldout_combo_accuracy"] = ok
+            elif role == "digits": out["digits_accuracy"] = ok; out["loss"] = (out.get("loss", loss) + loss) / 2
             else: out["digits_varied_accuracy"] = ok
         out["score"] = min(out.get("accuracy", 0.0), out.get("digits_accuracy", 0.0))
         eval_fn.last = last
@@ -457,7 +464,7 @@ def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
 
 # %% ../nbs/29_stage_c.ipynb #33590a63
 def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True, return_trainer: bool = False):
-    "Stage C: train ViT-Tiny on shapes and digits; returns the held-out metrics (also in <save_dir>/metrics.json)."
+    "Stage C: train ViT-Tiny on shapes and digits (watching the tune sets); returns the test sets' metrics (also in metrics.json)."
     t0 = time.time()
     data = data or vision_data(cfg)
     t_data = time.time() - t0
@@ -465,10 +472,12 @@ def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True,
     print(f"VisionEncoder {human(count_parameters(model.encoder))} parameters, heads {human(count_parameters(model.heads))}; "
           f"{cfg.img_size}px images, {model.encoder.n_patches} patches; {len(data['train'])} training pictures")
     loss_fn = lambda m, b: vision_loss(m, b, cfg.label_smoothing)
-    eval_fn = vision_eval_fn(data)
+    eval_fn = vision_eval_fn(data, "tune")
     trainer = Trainer(model, cfg, data["train"], loss_fn, eval_fn, collate_fn=AugmentCollate() if cfg.augment else None,
                       best="score", best_mode="max", plot=plot)
-    metrics = trainer.fit()
+    tune = trainer.fit()
+    trainer.eval_fn = vision_eval_fn(data, "test")            # reported once, after training
+    metrics = dict(trainer.evaluate(), tune_accuracy=tune.get("accuracy"), tune_digits_accuracy=tune.get("digits_accuracy"))
     metrics = write_metrics(cfg, metrics, trainer, data_time_s=round(t_data, 1),
                             encoder_parameters=count_parameters(model.encoder), n_train=len(data["train"]),
                             images_per_s=round(trainer.step * cfg.batch_size * cfg.gradient_accumulation_steps / max(trainer.train_time_s, 1e-9), 1))

@@ -118,35 +118,78 @@ def test_text_splits_by_play_variants_merged(data_dir):
     assert len(splits["val"]) == len(names["val"]) and not set(splits["train"]) & set(splits["val"])
 
 
+def test_registry_is_written_once_and_read_back(data_dir):
+    reg = D.split_registry(data_dir)
+    path = data_dir / "splits.json"
+    assert path.exists() and D.split_registry(data_dir) is reg
+    mtime = path.stat().st_mtime_ns
+    D._registries.clear()
+    assert D.split_registry(data_dir)["digest"] == reg["digest"] and path.stat().st_mtime_ns == mtime   # read, not rebuilt
+    texts = D.registry_texts(data_dir)
+    assert len(texts["test"]) == len(reg["text"]["test"]) and not set(reg["text"]["train"]) & set(reg["text"]["test"])
+
+
+def test_registry_sentences_disjoint_across_splits(data_dir):
+    keys = {s: {D.normalize_transcript(r["text"]) for r in D.registry_sentences(s, data_dir)} for s in ("train", "tune", "test")}
+    assert keys["tune"] and keys["test"]
+    assert not keys["train"] & keys["tune"] and not keys["train"] & keys["test"] and not keys["tune"] & keys["test"]
+
+
+def test_registry_holds_out_caption_contents_not_wordings(data_dir):
+    train = {D.normalize_transcript(r["text"]) for r in D.registry_sentences("train", data_dir, sources=("domain",))}
+    test = {D.normalize_transcript(r["text"]) for r in D.registry_sentences("test", data_dir, sources=("domain",))}
+    for spec in D.all_shape_specs():
+        wordings = {D.normalize_transcript(D.shape_caption(spec, t)) for t in range(4)}
+        assert not (wordings & train and wordings & test), f"{D.content_key(spec)} has captions on both sides"
+
+
+def test_registry_voices_hold_out_families_and_an_accent(data_dir):
+    v = D.split_registry(data_dir)["voices"]
+    family = lambda voice: D.voice_family(voice.partition("+")[2]) if "+" in voice else ""
+    for a, b in [("train", "tune"), ("train", "test"), ("tune", "test"), ("train", "test_accent"), ("tune", "test_accent")]:
+        assert not set(v[a]) & set(v[b]), (a, b)
+    assert not {family(x) for x in v["train"]} & {family(x) for x in v["test"] + v["tune"]} - {""}
+    assert not {x.partition("+")[0] for x in v["train"] + v["tune"] + v["test"]} & set(v["test_accents"])
+    used = {x.partition("+")[2] for split in ("train", "tune", "test", "test_accent") for x in v[split]}
+    assert not used & set(D.EVAL_RESERVED_VARIANTS) and not used & set(D.NON_SPEECH_VARIANTS)
+
+
+def test_changed_registry_changes_the_speech_set_folder(data_dir, tmp_path):
+    before = D.speech_set_dir("smoke", data_dir)
+    reg = json.loads((data_dir / "splits.json").read_text())
+    reg["params"]["seed"] = 99                               # a registry made by other parameters is rebuilt
+    (data_dir / "splits.json").write_text(json.dumps(reg))
+    D._registries.clear()
+    assert D.speech_set_dir("smoke", data_dir) == before     # rebuilt to the same content: same digest, same folder
+    assert D.speech_set_dir("smoke", data_dir, seed=1) != before
+
+
 def test_speech_splits_disjoint_voices_and_sentences(data_dir):
     csvs = D.speech_splits("smoke", data_dir, progress=False)
-    train, val = D.read_manifest(csvs["train"]), D.read_manifest(csvs["val"])
-    assert len(train) == D.SPEECH_PRESETS["smoke"]["n_train"] and len(val) == D.SPEECH_PRESETS["smoke"]["n_val"]
-    assert not {r["voice"] for r in train} & {r["voice"] for r in val}
-    assert not {r["text"] for r in train} & {r["text"] for r in val}
-    assert all(r["voice"].partition("+")[2] in D.HELDOUT_VARIANTS for r in val)
-    assert all(set(r["text"]) <= set(D.CHARSET) for r in train + val)
-
-
-def test_speech_texts_disjoint_at_laptop_size(data_dir):
-    texts = D.speech_texts(2000, 300, data_dir=data_dir)
-    train = set(map(D.normalize_transcript, texts["train"]))
-    assert len(texts["train"]) == 2000 and not train & set(map(D.normalize_transcript, texts["val"]))
+    assert set(csvs) == set(D.SPEECH_SPLITS)
+    rows = {split: D.read_manifest(csv) for split, csv in csvs.items()}
+    for split in D.SPEECH_SPLITS: assert len(rows[split]) == D.SPEECH_PRESETS["smoke"][f"n_{split}"]
+    for a, b in [("train", "tune"), ("train", "test"), ("train", "test_accent"), ("tune", "test"), ("tune", "test_accent")]:
+        assert not {r["voice"] for r in rows[a]} & {r["voice"] for r in rows[b]}, (a, b)
+        assert not {r["text"] for r in rows[a]} & {r["text"] for r in rows[b]}, (a, b)
+    assert all(r["source"] in D.SENTENCE_SOURCES for split in rows for r in rows[split])
+    assert all(set(r["text"]) <= set(D.CHARSET) for split in rows for r in rows[split])
 
 
 def test_shapes_heldout_combos_and_seeds():
-    sp = D.shapes_splits(60, 30, image_size=32)
+    sp = D.shapes_splits(60, 30, image_size=32, n_tune=10)
     combos = lambda items: {(d["colour"], d["shape"]) for d in items}
-    assert not combos(sp["train"]) & set(D.HELDOUT_COMBOS) and not combos(sp["val"]) & set(D.HELDOUT_COMBOS)
-    assert combos(sp["heldout"]) <= set(D.HELDOUT_COMBOS)
-    train_px = {np.asarray(d["image"]).tobytes() for d in sp["train"]}
-    assert not train_px & {np.asarray(d["image"]).tobytes() for d in sp["val"]}
+    for split in ("train", "tune", "test"): assert not combos(sp[split]) & set(D.HELDOUT_COMBOS)
+    assert combos(sp["test_combo"]) <= set(D.HELDOUT_COMBOS)
+    pixels = {k: {np.asarray(d["image"]).tobytes() for d in v} for k, v in sp.items()}
+    assert not pixels["train"] & pixels["test"] and not pixels["train"] & pixels["tune"] and not pixels["tune"] & pixels["test"]
 
 
-def test_digits_split_is_a_partition():
-    train, val = D.digits_dataset(16, "train"), D.digits_dataset(16, "val")
-    assert len(train) + len(val) == len(D.digits_dataset(16, "all")) == 1797
-    assert {d["label"] for d in val} == set(range(10))
+def test_digits_split_is_a_partition(data_dir):
+    parts = {s: D.split_registry(data_dir)["digits"][s] for s in ("train", "tune", "test")}
+    assert sum(map(len, parts.values())) == len(set().union(*map(set, parts.values()))) == 1797
+    test = D.digits_dataset(16, "test", data_dir)
+    assert {d["label"] for d in test} == set(range(10)) and len(test) == len(parts["test"])
 
 
 # --- caching and determinism ------------------------------------------------------------------------------------

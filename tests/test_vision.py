@@ -108,11 +108,11 @@ def test_load_vision_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="pos_embed"): V.load_vision(wrong)
 
 def test_micro_training_run(tmp_path):
-    cfg = small_cfg(tmp_path, max_steps=3, val_freq=0, n_train_shapes=24, n_val_shapes=8, n_heldout_combo=8,
+    cfg = small_cfg(tmp_path, max_steps=3, val_freq=0, n_train_shapes=24, n_val_shapes=8, n_heldout_combo=8, n_tune_shapes=8,
                     shapes=[], colours=[])
     data = V.vision_data(cfg)
     assert cfg.shapes and cfg.colours
-    for k in ("train", "val_shapes", "val_combo", "val_digits"): assert len(data[k]) > 0
+    for k in ("train", "tune_shapes", "tune_digits", "test_shapes", "test_combo", "test_digits"): assert len(data[k]) > 0
     metrics = V.train_vision(cfg, data, plot=False)
     for k in ("accuracy", "digits_accuracy", "heldout_combo_accuracy", "preset", "device", "train_time_s"): assert k in metrics
     saved = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
