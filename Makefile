@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 pipeline: setup
-	$(BIN)/muomni pipeline --preset $(PRESET)
+	$(BIN)/muomni pipeline --preset $(PRESET) --publish
 
 test: setup
 	$(BIN)/python tools/check_sync.py

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for executed notebooks and results (default runs/<preset>)")
     p.add_argument("--parallel", type=int, default=1, help="independent stages to run at once")
     p.add_argument("--data_dir", "--data-dir", default=None); p.add_argument("--ckpt_dir", "--ckpt-dir", default=None)
+    p.add_argument("--publish", action="store_true", help="merge the finished stages into results/<preset>.json, the reference results")
     p = sub.add_parser("chat", help="ask the trained model about text, an image or audio (interactive without --text)",
                        description="Ask the trained model; without --text/--image/--audio (or with --interactive) a "
                                    "multi-turn chat: /image PATH, /audio PATH, /reset, /help, /quit.")
@@ -121,7 +122,7 @@ def run_command(args) -> object:
     if args.command == "pipeline":
         run = stage_function("muomni.pipeline", "run_pipeline", "the pipeline (chapter 26)")
         return run(preset=args.preset, stages=args.stages, out_dir=args.out, parallel=args.parallel,
-                   data_dir=args.data_dir, ckpt_dir=args.ckpt_dir)
+                   data_dir=args.data_dir, ckpt_dir=args.ckpt_dir, publish=args.publish)
     if args.command == "chat":
         return stage_function("muomni.infer", "chat_main", "chat (chapter 32)")(args)
     if args.command == "export":

@@ -19,9 +19,9 @@ from .core import (atomic_write, atomic_write_json, config_class, count_paramete
 
 # %% auto #0
 __all__ = ['STAGES', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves', 'plot_stage_graph',
-           'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results', 'run_pipeline', 'epochs_for',
-           'schedule_for', 'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table',
-           'memory_estimate', 'measure_peak_memory', 'memory_table']
+           'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results', 'run_pipeline',
+           'reference_path', 'publish_results', 'epochs_for', 'schedule_for', 'production_path', 'update_configs',
+           'scaled_config', 'build_model', 'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -150,21 +150,50 @@ def write_results(results: list[dict], preset: str, out: Path, total_wall_time_s
     return md
 
 def run_pipeline(preset: str = "auto", stages: str = "all", out_dir: str | None = None, parallel: int = 1,
-                 data_dir: str | None = None, ckpt_dir: str | None = None) -> list[dict]:
+                 data_dir: str | None = None, ckpt_dir: str | None = None, publish: bool = False) -> list[dict]:
     """Run the selected stage notebooks in dependency order, writing results.json and results.md after every wave;
-    return the results. A failed stage stops the stages that depend on it and raises, after its row is written."""
+    return the results. A failed stage stops the stages that depend on it and raises, after its row is written.
+    `publish`: also merge the finished stages into the committed reference results (`publish_results`)."""
+    import secrets
     preset = resolve_preset(preset)
     out = resolve_path(out_dir or f"runs/{preset}")
     out.mkdir(parents=True, exist_ok=True)
-    results, t0, md = [], time.time(), ""
+    results, t0, md, run_id = [], time.time(), "", secrets.token_hex(3)
     for wave in waves(select_stages(stages)):
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
             results += list(pool.map(lambda s: run_stage(s, preset, out, data_dir, ckpt_dir), wave))
         md = write_results(results, preset, out, time.time() - t0)
+        if publish: publish_results(results, preset, run_id)
         failed = [r for r in results if r["status"] == "failed"]
         if failed: raise RuntimeError("\n".join(r["error"] for r in failed) + f"\n  results so far: {out / 'results.md'}")
     print(md)
     return results
+
+# %% ../nbs/26_training_overview.ipynb #d2c6655e
+def reference_path(preset: str) -> Path:
+    "The committed reference results of `preset`: results/<preset>.json."
+    return project_root() / "results" / f"{preset}.json"
+
+def _provenance(run_id: str) -> dict:
+    "Where a row was measured: the date (no time of day), the machine, the commit and the run."
+    import datetime, platform, subprocess
+    from muomni.core import cpu_has_bf16
+    try: commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True, text=True).stdout.strip()
+    except OSError: commit = ""
+    machine = (f"GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else
+               f"{os.cpu_count()} CPU cores, {platform.machine()}{' with bf16 units' if cpu_has_bf16() else ''}")
+    return dict(date=datetime.date.today().isoformat(), machine=machine, commit=commit, run=run_id)
+
+def publish_results(results: list[dict], preset: str, run_id: str, path: Path | None = None) -> Path:
+    """Merge a run's finished stages into the reference results file (see above): their rows are replaced, other
+    stages keep theirs."""
+    path = Path(path or reference_path(preset))
+    ref = json.loads(path.read_text(encoding="utf-8")) if path.exists() else dict(preset=preset, stages={})
+    for r in results:
+        if r["status"] == "ok": ref["stages"][r["stage"]] = dict(wall_time_s=r["wall_time_s"], metrics=r.get("metrics", {}), **_provenance(run_id))
+    ref["total_wall_time_s"] = round(sum(s["wall_time_s"] for s in ref["stages"].values()), 1)
+    atomic_write_json(ref, path)
+    return path
 
 # %% ../nbs/26_training_overview.ipynb #c9d8b093
 def epochs_for(n_samples: int) -> int:
