@@ -22,8 +22,8 @@ pipeline: setup
 
 test: setup
 	$(BIN)/python tools/check_sync.py
-	$(BIN)/nbdev-test --n-workers 1 --file-re '^0[01]_'
-	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^0[01]_' --timing
+	$(BIN)/nbdev-test --n-workers 1 --file-re '^0[0-2]_'
+	$(BIN)/nbdev-test --n-workers 2 --skip-file-re '^0[0-2]_' --timing
 	$(BIN)/pytest
 
 readme: setup

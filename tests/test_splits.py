@@ -6,6 +6,7 @@ tune and test share neither voices nor sentences."""
 import pytest
 import torch
 
+from conftest import link_corpora
 from muomni import data as D, thinker as A, audio as B, talker as T, omni as E
 from muomni.core import load_config
 from muomni.thinker import Thinker, train_tokenizer
@@ -18,9 +19,7 @@ norm = lambda texts: {D.normalize_transcript(t) for t in texts} - {""}
 @pytest.fixture(scope="module")
 def material(tmp_path_factory):
     root = tmp_path_factory.mktemp("splits")
-    data_dir = root / "data"
-    data_dir.mkdir()
-    (data_dir / "shakespeare").symlink_to(D.fetch_shakespeare().parent, target_is_directory=True)
+    data_dir = link_corpora(root / "data")
     cfg = lambda name, **kw: load_config(name, preset="smoke", data_dir=str(data_dir), device="cpu", **kw)
     out = dict(registry=D.split_registry(data_dir))
     out["A"] = A.text_corpus(cfg("thinker_tiny"))
