@@ -18,10 +18,11 @@ from .core import (atomic_write, atomic_write_json, config_class, count_paramete
                          pick_device, project_root, resolve_path, resolve_preset)
 
 # %% auto #0
-__all__ = ['STAGES', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves', 'plot_stage_graph',
-           'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results', 'run_pipeline',
-           'reference_path', 'publish_results', 'epochs_for', 'schedule_for', 'production_path', 'update_configs',
-           'scaled_config', 'build_model', 'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
+__all__ = ['STAGES', 'RESULT_ROWS', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves',
+           'plot_stage_graph', 'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results',
+           'run_pipeline', 'reference_path', 'splits_summary', 'publish_results', 'reference_table', 'epochs_for',
+           'schedule_for', 'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table',
+           'memory_estimate', 'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -184,16 +185,77 @@ def _provenance(run_id: str) -> dict:
                f"{os.cpu_count()} CPU cores, {platform.machine()}{' with bf16 units' if cpu_has_bf16() else ''}")
     return dict(date=datetime.date.today().isoformat(), machine=machine, commit=commit, run=run_id)
 
+def splits_summary(data_dir=None) -> dict:
+    "What the reference numbers hold out, from the split registry: the test works, voice families and accents."
+    from muomni.data import split_registry
+    reg = split_registry(data_dir)
+    v = reg["voices"]
+    return dict(digest=reg["digest"], test_works=reg["text"]["test"], test_families=v["test_families"],
+                tune_families=v["tune_families"], test_accents=v["test_accents"], train_voices=len(v["train"]))
+
 def publish_results(results: list[dict], preset: str, run_id: str, path: Path | None = None) -> Path:
     """Merge a run's finished stages into the reference results file (see above): their rows are replaced, other
     stages keep theirs."""
     path = Path(path or reference_path(preset))
     ref = json.loads(path.read_text(encoding="utf-8")) if path.exists() else dict(preset=preset, stages={})
+    ref["splits"] = splits_summary()
     for r in results:
         if r["status"] == "ok": ref["stages"][r["stage"]] = dict(wall_time_s=r["wall_time_s"], metrics=r.get("metrics", {}), **_provenance(run_id))
     ref["total_wall_time_s"] = round(sum(s["wall_time_s"] for s in ref["stages"].values()), 1)
     atomic_write_json(ref, path)
     return path
+
+# %% ../nbs/26_training_overview.ipynb #264afb71
+RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, the value (a format over the stage's metrics)
+    ("A", "nats per character (token perplexity) on whole works never trained on", "≤ 1.40 in ≤ 10 min",
+     "{val_nats_per_char:.3f} ({val_perplexity:.1f}) in {train_time_s:.0f} s"),
+    ("B", "CER / WER, voice families and sentences never trained on", "≤ 10 % / ≤ 25 % in ≤ 15 min",
+     "{cer:.1%} / {wer:.1%} in {train_time_s:.0f} s (greedy {cer_greedy:.1%} / {wer_greedy:.1%})"),
+    ("B", "CER / WER, everyday sentences never trained on (same unseen voices)", "≤ 15 % / ≤ 35 %",
+     "{cer_everyday:.1%} / {wer_everyday:.1%}"),
+    ("B", "CER / WER, a whole accent never trained on", "reported", "{cer_accent:.1%} / {wer_accent:.1%}"),
+    ("C", "accuracy on unseen pictures: shapes (shape and colour) / digits (unseen scans, not unseen writers)", "≥ 95 % each in ≤ 10 min",
+     "{accuracy:.1%} / {digits_accuracy:.1%} in {train_time_s:.0f} s"),
+    ("C", "accuracy on colour-shape pairs never trained on", "reported", "{heldout_combo_accuracy:.1%}"),
+    ("C", "accuracy on a renderer never trained on", "≥ 90 %", "{variant_accuracy:.1%}"),
+    ("D", "round-trip CER, Talker -> Stage B on test sentences / the same judge on espeak's audio", "≤ 1.5 x the floor",
+     "{roundtrip_cer:.1%} / {espeak_cer:.1%}"),
+    ("D", "round-trip CER on everyday test sentences / the judge's floor", "≤ 1.5 x the floor",
+     "{roundtrip_cer_everyday:.1%} / {espeak_cer_everyday:.1%}"),
+    ("D", "RVQ codebook usage / test mel MSE (standardised)", "> 50 %", "{codebook_usage:.1%} / {recon_mse:.3f}"),
+    ("E", "VQA accuracy on unseen pictures: typed / spoken by unseen voice families", "≥ 90 % / ≥ 80 %",
+     "{vqa_accuracy:.1%} / {spoken_vqa_accuracy:.1%} in {train_time_s:.0f} s"),
+    ("E", "VQA accuracy, question wordings never trained on", "≥ 85 %", "{vqa_heldout_wording_accuracy:.1%}"),
+    ("E", "ASR through the Thinker, WER (CER), unseen voices and sentences", "WER ≤ 30 %",
+     "{asr_wer:.1%} ({asr_cer:.1%}); greedy Thinker {asr_wer_greedy:.1%}"),
+    ("E", "text forgetting: nats/char on the unseen works after vs before SFT", "within 0.2",
+     "{val_nats_per_char:.3f} vs {val_nats_per_char_before:.3f}"),
+    ("E", "out-of-scope prompts answered honestly", "reported", "{out_of_scope_accuracy:.1%}"),
+]
+
+def _cell(template: str, metrics: dict) -> str:
+    try: return template.format_map(metrics)
+    except (KeyError, TypeError, ValueError): return "not measured"
+
+def reference_table(preset: str = "laptop", path: Path | None = None) -> str:
+    "The README's results table (markdown) from the reference results file of `preset`."
+    ref = json.loads(Path(path or reference_path(preset)).read_text(encoding="utf-8"))
+    stages = ref["stages"]
+    metrics = {k: {m: v for cfg in s["metrics"].values() for m, v in cfg.items()} for k, s in stages.items()}
+    rows = ["| stage | held-out metric | bar | measured |", "|---|---|---|---|"]
+    rows += [f"| {st} | {what} | {bar} | {_cell(fmt, metrics.get(st, {}))} |" for st, what, bar, fmt in RESULT_ROWS]
+    runs = {s["run"] for s in stages.values()}
+    wall = " + ".join(f"{k} {s['wall_time_s'] / 60:.1f}" for k, s in stages.items())
+    rows += ["", f"Whole pipeline: {ref['total_wall_time_s'] / 60:.1f} min of wall time ({wall} min) against the 60-minute bar"
+             + ("." if len(runs) == 1 else f"; the stages come from {len(runs)} runs (see `results/{preset}.json`).")]
+    machines = sorted({f"{s['machine']} ({s['date']})" for s in stages.values()})
+    rows += ["", "Measured on " + "; ".join(machines) + "."]
+    sp = ref.get("splits")
+    if sp: rows += ["", f"Held out: the works {', '.join(w.replace('_', ' ') for w in sp['test_works'])}; the voice families "
+                        f"{', '.join(sp['test_families'])} (test) and {', '.join(sp['tune_families'])} (tune) on the trained accents; "
+                        f"the accent{'s' if len(sp['test_accents']) > 1 else ''} {', '.join(sp['test_accents'])}. "
+                        f"Training used {sp['train_voices']} voices."]
+    return "\n".join(rows) + "\n"
 
 # %% ../nbs/26_training_overview.ipynb #c9d8b093
 def epochs_for(n_samples: int) -> int:
