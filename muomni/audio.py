@@ -90,8 +90,14 @@ class ConvDownsampler(nn.Module):
         for _ in range(self.n_halvings): size = (size + 1) // 2
         return size
 
-    def forward(self, mel):                      # (B, T, n_mels) -> (B, T', d_model)
-        x = self.convs(mel.unsqueeze(1))         # (B, C, T', F')
+    def forward(self, mel, lengths=None):        # (B, T, n_mels) -> (B, T', d_model)
+        "`lengths` (B,): real frames per row; the padding after them is set to zero before every convolution."
+        x = mel.unsqueeze(1)                     # (B, 1, T, n_mels)
+        for conv, act in zip(self.convs[::2], self.convs[1::2]):
+            if lengths is not None:
+                x = x.masked_fill(~(torch.arange(x.shape[2], device=x.device) < lengths[:, None])[:, None, :, None], 0.0)
+                lengths = (lengths + 1) // 2
+            x = act(conv(x))                     # (B, C, T', F')
         b, c, t, f = x.shape
         return self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
 
@@ -170,7 +176,7 @@ class AudioEncoder(nn.Module):
         real = torch.arange(t, device=mel.device)[None] < lengths[:, None]
         x = ((mel - self.mel_mean) / self.mel_std).masked_fill(~real[..., None], 0.0)
         if self.training if augment is None else augment: x = self.spec_augment(x)
-        x = self.downsample(x)
+        x = self.downsample(x, lengths)
         lengths = self.downsample.out_size(lengths)
         keep = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
         x = self.drop(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype))

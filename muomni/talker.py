@@ -27,13 +27,13 @@ class one_thread:
     def __exit__(self, *exc): torch.set_num_threads(self.n)
 
 # %% auto #0
-__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'one_thread', 'CodecConfig', 'ResConv', 'ResidualVQ', 'RVQCodec', 'pad_mel',
-           'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
-           'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus', 'count_samples',
-           'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss',
-           'phone_inventory', 'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn', 'save_talker_extras',
-           'load_talker', 'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth', 'roundtrip',
-           'train_talker', 'roundtrip_metrics', 'evaluate_talker', 'bench']
+__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'one_thread', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ',
+           'RVQCodec', 'pad_mel', 'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec',
+           'load_codec', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus',
+           'count_samples', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker',
+           'talker_loss', 'phone_inventory', 'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn',
+           'save_talker_extras', 'load_talker', 'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth',
+           'roundtrip', 'train_talker', 'roundtrip_metrics', 'evaluate_talker', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -57,14 +57,28 @@ class CodecConfig(TrainConfig):
 
 # %% ../nbs/30_stage_d.ipynb #c1c7f78d
 class ResConv(nn.Module):
-    "Pre-norm residual 1-D convolution over time: x + W2 gelu(conv_k(norm x))."
+    """Pre-norm residual 1-D convolution over time: x + W2 gelu(conv_k(norm x)), the norm per frame (over channels).
+    `mask` (B, 1, T), 1 on real frames: the padding is set to zero before the convolution reads it."""
     def __init__(self, channels: int, kernel: int):
         super().__init__()
-        self.norm = nn.GroupNorm(1, channels)
+        self.norm = nn.LayerNorm(channels)
         self.conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
         self.proj = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x): return x + self.proj(F.gelu(self.conv(self.norm(x))))
+    def forward(self, x, mask=None):             # x (B, C, T)
+        h = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        if mask is not None: h = h * mask
+        return x + self.proj(F.gelu(self.conv(h)))
+
+def run_masked(blocks: nn.Sequential, x: torch.Tensor, mask=None) -> torch.Tensor:
+    "Run `blocks` in order over x (B, C, T), handing the padding mask to every ResConv."
+    for block in blocks: x = block(x, mask) if isinstance(block, ResConv) else block(x)
+    return x
+
+def length_mask(lengths, T: int, like: torch.Tensor):
+    "(B, 1, T) mask in `like`'s dtype, 1 on the first lengths[b] frames of row b; None when lengths is None (no padding)."
+    if lengths is None: return None
+    return (torch.arange(T, device=like.device) < lengths.to(like.device)[:, None])[:, None].to(like.dtype)
 
 # %% ../nbs/30_stage_d.ipynb #cd477581
 class ResidualVQ(nn.Module):
@@ -144,19 +158,30 @@ class RVQCodec(nn.Module):
     def normalize(self, mel): return (mel - self.mean) / self.std
     def denormalize(self, x): return x * self.std + self.mean
 
-    def latents(self, mel: torch.Tensor) -> torch.Tensor:
-        "Raw log-mel (B, T, n_mels), T a multiple of 8 -> latents (B, T/8, latent_dim)."
+    def context(self) -> tuple[int, int]:
+        "How far outputs see: (code frames each side of an encoded frame, mel frames each side of a decoded one)."
+        reach = lambda blocks: sum(b.conv.kernel_size[0] // 2 for b in blocks)
+        return reach(self.encoder), reach(self.decoder) * STACK + reach(self.postnet)
+
+    def latents(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
+        """Raw log-mel (B, T, n_mels), T a multiple of 8 -> latents (B, T/8, latent_dim).
+        `lengths` (B,): real mel frames per row of a padded batch (multiples of 8)."""
         B, T, M = mel.shape
         if T % STACK: raise ValueError(f"mel frames ({T}) must be a multiple of {STACK}; pad with pad_mel()")
-        h = self.inp(self.normalize(mel).reshape(B, T // STACK, M * STACK))
-        return self.to_latent(self.encoder(h.transpose(1, 2)).transpose(1, 2))
+        if lengths is not None and bool((lengths % STACK).any()):
+            raise ValueError(f"lengths {lengths.tolist()} must be multiples of {STACK}; pad each log-mel with pad_mel()")
+        h = self.inp(self.normalize(mel).reshape(B, T // STACK, M * STACK)).transpose(1, 2)
+        h = run_masked(self.encoder, h, length_mask(None if lengths is None else lengths // STACK, T // STACK, h))
+        return self.to_latent(h.transpose(1, 2))
 
-    def decode_latents(self, zq: torch.Tensor) -> torch.Tensor:
-        "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels)."
+    def decode_latents(self, zq: torch.Tensor, lengths=None) -> torch.Tensor:
+        "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
         B, L, _ = zq.shape
-        h = self.decoder(self.from_latent(zq).transpose(1, 2)).transpose(1, 2)
-        x = self.unstack(h).reshape(B, L * STACK, -1)
-        return self.postnet(x.transpose(1, 2)).transpose(1, 2)
+        h = self.from_latent(zq).transpose(1, 2)
+        h = run_masked(self.decoder, h, length_mask(lengths, L, h)).transpose(1, 2)
+        x = self.unstack(h).reshape(B, L * STACK, -1).transpose(1, 2)
+        x = run_masked(self.postnet, x, length_mask(None if lengths is None else lengths * STACK, L * STACK, x))
+        return x.transpose(1, 2)
 
     def forward(self, mel: torch.Tensor):
         "-> (reconstruction, target) in standardised units, codes (B, L, n_q), vq loss."
@@ -166,9 +191,9 @@ class RVQCodec(nn.Module):
         return self.decode_latents(zq.reshape(B, L, D)), self.normalize(mel), codes.reshape(B, L, -1), vq_loss
 
     @torch.no_grad()
-    def encode(self, mel: torch.Tensor) -> torch.Tensor:
-        "Raw log-mel (B, T, n_mels) -> codes (B, T/8, n_q)."
-        z = self.latents(mel)
+    def encode(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
+        "Raw log-mel (B, T, n_mels) -> codes (B, T/8, n_q); `lengths`: real mel frames per row (multiples of 8)."
+        z = self.latents(mel, lengths)
         B, L, D = z.shape
         r, codes = z.reshape(-1, D), []
         for i in range(self.rvq.n_q):
@@ -176,9 +201,9 @@ class RVQCodec(nn.Module):
         return torch.stack(codes, -1).reshape(B, L, -1)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels)."
-        return self.denormalize(self.decode_latents(self.rvq.lookup(codes)))
+    def decode(self, codes: torch.Tensor, lengths=None) -> torch.Tensor:
+        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
+        return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths))
 
 def pad_mel(mel: torch.Tensor, multiple: int = STACK) -> torch.Tensor:
     "Pad a (T, n_mels) log-mel at the end with its quietest frame so T is a multiple of `multiple`."
@@ -354,9 +379,11 @@ class PhoneConditioner(nn.Module):
         self.frame_proj = nn.Linear(STACK * d, cfg.d_model)
 
     def encode(self, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "phones (B, N) -> (contextual vectors (B, N, d), predicted log(1 + frames) (B, N))."
-        h = self.encoder(self.embed(phones).transpose(1, 2))
-        return h.transpose(1, 2), self.duration(h).squeeze(1)
+        "phones (B, N), padded with 0 (<pad>) -> (contextual vectors (B, N, d), predicted log(1 + frames) (B, N))."
+        h = self.embed(phones).transpose(1, 2)
+        mask = (phones != 0)[:, None].to(h.dtype)           # the convolutions never read a padded phoneme
+        h = run_masked(self.encoder, h, mask)
+        return h.transpose(1, 2), run_masked(self.duration, h, mask).squeeze(1)
 
     def frames(self, h: torch.Tensor, frame_phone: torch.Tensor) -> torch.Tensor:
         "h (B, N, d), frame_phone (B, 8L) phoneme index of each mel frame -> (B, L, d_model)."
