@@ -20,7 +20,7 @@ from torch import nn
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
                          pick_device, seed_everything, CheckpointError, StepBatchSampler, LengthBucketSampler, to_device,
-                         autocast, amp_dtype_for, find_checkpoint, bench_train_step)
+                         autocast, amp_dtype_for, find_checkpoint, bench_train_step, cached_load)
 from . import data
 
 # %% auto #0
@@ -521,10 +521,10 @@ def transcribe(wave, sample_rate: int = data.SAMPLE_RATE, model: AudioEncoder | 
     `model` defaults to the laptop (else tiny) checkpoint; `lm=False` forces greedy decoding."""
     if isinstance(wave, (str, Path)): wave, sample_rate = data.load_audio(wave), data.SAMPLE_RATE
     if model is None:
-        for d in ("checkpoints/audio_encoder_laptop", "checkpoints/audio_encoder_tiny"):
-            if d not in _default_models and (resolve_path(d) / "final.pt").exists(): _default_models[d] = load_audio_encoder(d)
-            if d in _default_models: model = _default_models[d]; break
-        if model is None: raise FileNotFoundError("no trained audio encoder found; pass model= or train Stage B first")
+        d = next((d for d in ("checkpoints/audio_encoder_laptop", "checkpoints/audio_encoder_tiny") if (resolve_path(d) / "final.pt").exists()), None)
+        if d is None: raise FileNotFoundError("no trained audio encoder found; pass model= or train Stage B first")
+        f = resolve_path(d) / "final.pt"         # loaded again when Stage B is retrained in this kernel
+        model = cached_load(_default_models, d, [f, f.parent / "char_lm.pt"], lambda: load_audio_encoder(d), "transcribe")
     wave = to_mono_16k(wave, sample_rate)
     if len(wave) < data.HOP_LENGTH * 8: return ""
     was_training = model.training

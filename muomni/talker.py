@@ -17,7 +17,7 @@ from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
                          write_metrics, count_parameters, human, atomic_write_json, seed_everything, config_dict,
-                         amp_dtype_for, autocast, find_checkpoint, bench_train_step)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load)
 from . import data
 from .thinker import Block, KVCache, rope_tables
 
@@ -331,7 +331,7 @@ class TalkerConfig(TrainConfig):
     codec_max_time_s: float = 0.0
     n_eval: int = 50
     temperature: float = 0.0       # 0: greedy decoding of codes
-    asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": the usual save dirs)
+    asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": this preset's Stage B save folder)
 
 def codec_config(cfg: TalkerConfig) -> CodecConfig:
     "The codec run's config, derived from the Talker config (its own save dir, steps, batch and lr)."
@@ -579,9 +579,7 @@ def save_talker_extras(save_dir, talker: Talker):
 
 def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: str | Path | None = None) -> Talker:
     "A trained Talker (with `.codec` attached) from a save dir or checkpoint file; default: the laptop run, else tiny."
-    if path is None:
-        path = next((p for p in ("checkpoints/talker_laptop", "checkpoints/talker_tiny") if resolve_path(p).exists()), "checkpoints/talker_tiny")
-    path = resolve_path(path)
+    path = resolve_path(path or _default_talker_dir())
     folder = path if path.is_dir() else path.parent
     path = find_checkpoint(path, required=False) or path
     if not path.is_file(): raise FileNotFoundError(f"Talker checkpoint not found: {path} (train it with train_talker)")
@@ -600,11 +598,17 @@ def attach_codec(talker: Talker, codec: RVQCodec) -> Talker:
 
 _default_talker = {}
 
+def _default_talker_dir() -> str:
+    return next((p for p in ("checkpoints/talker_laptop", "checkpoints/talker_tiny") if resolve_path(p).exists()), "checkpoints/talker_tiny")
+
 def speak(text: str, talker: Talker | None = None, temperature: float | None = None) -> tuple[torch.Tensor, int]:
-    "Say `text`: (1-D float wave, sample_rate). `talker`: a loaded Talker (default: `load_talker()`, cached)."
+    """Say `text`: (1-D float wave, sample_rate). `talker`: a loaded Talker (default: `load_talker()`, kept until its
+    checkpoint changes: Stage D retrains codec and Talker together, so the Talker's checkpoint stands for both)."""
     if talker is None:
-        if "t" not in _default_talker: _default_talker["t"] = load_talker()
-        talker = _default_talker["t"]
+        d = _default_talker_dir()
+        f = find_checkpoint(d, required=False)
+        if f is None: load_talker(d)                            # raises, naming what is missing
+        talker = cached_load(_default_talker, d, [f, f.parent / "phones.json"], lambda: load_talker(d), "speak")
     codes = speak_codes(talker, [text], temperature)[0]
     return codes_to_wave(talker.codec, codes), data.SAMPLE_RATE
 
@@ -620,16 +624,19 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict:
     return dict(cer=ce / cn, wer=we / wn)
 
 def asr_judge(cfg: TalkerConfig):
-    "(name, transcribe(wave) -> text) from Stage B's checkpoint, or None when it is not there."
+    """(name, transcribe(wave) -> text) from Stage B's checkpoint, or None when it is not there. `asr_dir="auto"`: this
+    preset's Stage B save folder, beside the Talker's (never another preset's); else the folder or file it names."""
     try: from muomni import audio
     except ImportError: return None
-    dirs = [cfg.asr_dir] if cfg.asr_dir != "auto" else [f"checkpoints/audio_encoder_{p}" for p in (cfg.preset, "laptop", "tiny")] + \
-           [f"checkpoints/audio_enc_{p}" for p in (cfg.preset, "laptop", "tiny")]
-    for d in dirs:
-        if resolve_path(d).exists() and any(resolve_path(d).glob("*.pt")):
-            model = audio.load_audio_encoder(d)
-            return f"stage B ({d})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
-    return None
+    if cfg.asr_dir != "auto": d = resolve_path(cfg.asr_dir)
+    else: d = resolve_path(cfg.save_dir).parent / Path(load_config("audio_enc_tiny", preset=cfg.preset).save_dir).name
+    f = find_checkpoint(d, required=cfg.asr_dir != "auto")     # a folder asked for by name must be there
+    if f is None:
+        print(f"round-trip judge: no Stage B checkpoint in {d}; not measured (asr_dir names another Stage B folder)")
+        return None
+    print(f"round-trip judge: Stage B's {f}")
+    model = audio.load_audio_encoder(f)
+    return f"stage B ({f})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
 
 def codec_resynth(codec: RVQCodec, wave: torch.Tensor) -> torch.Tensor:
     "espeak audio -> log-mel -> codes -> log-mel -> Griffin-Lim: what the codec alone keeps of a recording."
