@@ -20,7 +20,7 @@ from torch import nn
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
                          pick_device, seed_everything, CheckpointError, StepBatchSampler, LengthBucketSampler, to_device,
-                         autocast, amp_dtype_for, find_checkpoint, bench_train_step)
+                         autocast, amp_dtype_for, find_checkpoint, bench_train_step, cached_load)
 from . import data
 
 # %% auto #0
@@ -94,8 +94,14 @@ class ConvDownsampler(nn.Module):
         for _ in range(self.n_halvings): size = (size + 1) // 2
         return size
 
-    def forward(self, mel):                      # (B, T, n_mels) -> (B, T', d_model)
-        x = self.convs(mel.unsqueeze(1))         # (B, C, T', F')
+    def forward(self, mel, lengths=None):        # (B, T, n_mels) -> (B, T', d_model)
+        "`lengths` (B,): real frames per row; the padding after them is set to zero before every convolution."
+        x = mel.unsqueeze(1)                     # (B, 1, T, n_mels)
+        for conv, act in zip(self.convs[::2], self.convs[1::2]):
+            if lengths is not None:
+                x = x.masked_fill(~(torch.arange(x.shape[2], device=x.device) < lengths[:, None])[:, None, :, None], 0.0)
+                lengths = (lengths + 1) // 2
+            x = act(conv(x))                     # (B, C, T', F')
         b, c, t, f = x.shape
         return self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
 
@@ -174,7 +180,7 @@ class AudioEncoder(nn.Module):
         real = torch.arange(t, device=mel.device)[None] < lengths[:, None]
         x = ((mel - self.mel_mean) / self.mel_std).masked_fill(~real[..., None], 0.0)
         if self.training if augment is None else augment: x = self.spec_augment(x)
-        x = self.downsample(x)
+        x = self.downsample(x, lengths)
         lengths = self.downsample.out_size(lengths)
         keep = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
         x = self.drop(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype))
@@ -566,10 +572,10 @@ def transcribe(wave, sample_rate: int = data.SAMPLE_RATE, model: AudioEncoder | 
     `model` defaults to the laptop (else tiny) checkpoint; `lm=False` forces greedy decoding."""
     if isinstance(wave, (str, Path)): wave, sample_rate = data.load_audio(wave), data.SAMPLE_RATE
     if model is None:
-        for d in ("checkpoints/audio_encoder_laptop", "checkpoints/audio_encoder_tiny"):
-            if d not in _default_models and (resolve_path(d) / "final.pt").exists(): _default_models[d] = load_audio_encoder(d)
-            if d in _default_models: model = _default_models[d]; break
-        if model is None: raise FileNotFoundError("no trained audio encoder found; pass model= or train Stage B first")
+        d = next((d for d in ("checkpoints/audio_encoder_laptop", "checkpoints/audio_encoder_tiny") if (resolve_path(d) / "final.pt").exists()), None)
+        if d is None: raise FileNotFoundError("no trained audio encoder found; pass model= or train Stage B first")
+        f = resolve_path(d) / "final.pt"         # loaded again when Stage B is retrained in this kernel
+        model = cached_load(_default_models, d, [f, f.parent / "char_lm.pt"], lambda: load_audio_encoder(d), "transcribe")
     wave = to_mono_16k(wave, sample_rate)
     if len(wave) < data.HOP_LENGTH * 8: return ""
     was_training = model.training

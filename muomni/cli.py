@@ -7,10 +7,10 @@ Docs: https://muomni.github.io/muomni/cli.html.md"""
 
 # %% ../nbs/33_cli.ipynb #6f4b36db
 from __future__ import annotations
-import argparse, importlib, json, sys
+import argparse, importlib, json, os, sys
 from pathlib import Path
 
-from .core import CheckpointError, load_config
+from .core import HOME_ENV, CheckpointError, load_config, project_root
 
 # %% auto #0
 __all__ = ['TRAIN_COMMANDS', 'BENCH_MODULES', 'USER_ERRORS', 'CLIError', 'stage_function', 'parse_sets', 'add_train_args',
@@ -68,24 +68,34 @@ def config_from_args(args) -> object:
 
 # %% ../nbs/33_cli.ipynb #a8649966
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="muomni", description="μOmni: train, evaluate and chat with a tiny omni model.")
+    home = ("home folder for data/, checkpoints/, runs/ and every relative path given to a command: this DIR, else "
+            f"${HOME_ENV}, else the muomni checkout you are in, else ~/.muomni (now: {project_root()})")
+    parser = argparse.ArgumentParser(
+        prog="muomni", description="μOmni: train, evaluate and chat with a tiny omni model. Data and checkpoints live in "
+        f"the home folder: the muomni checkout you are in, else ~/.muomni; --home DIR or ${HOME_ENV} chooses another "
+        f"(now: {project_root()}).")
+    parser.add_argument("--home", default=None, metavar="DIR", help=home)
+    common = argparse.ArgumentParser(add_help=False)               # --home after the command works too
+    common.add_argument("--home", default=argparse.SUPPRESS, metavar="DIR", help=home)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, **kw: sub.add_parser(name, parents=[common], **kw)
     for cmd, (cfg, _, _, what) in TRAIN_COMMANDS.items():
-        p = sub.add_parser(cmd, help=what, description=what)
+        p = add(cmd, help=what, description=what)
         add_train_args(p, cfg)
         if cmd == "sft-omni":
             for part in ("thinker", "audio_encoder", "vision_encoder", "talker"):
                 p.add_argument(f"--{part}", default=None, help=f"{part} checkpoint (final.pt) or its folder")
-    p = sub.add_parser("pipeline", help="run every stage's notebook in dependency order (chapter 26)")
+    p = add("pipeline", help="run every stage's notebook in dependency order (chapter 26)")
     p.add_argument("--preset", default="auto"); p.add_argument("--stages", default="all", help="e.g. data,A,C or all")
     p.add_argument("--out", default=None, help="folder for executed notebooks and results (default runs/<preset>)")
     p.add_argument("--parallel", type=int, default=1, help="independent stages to run at once")
     p.add_argument("--data_dir", "--data-dir", default=None); p.add_argument("--ckpt_dir", "--ckpt-dir", default=None)
     p.add_argument("--publish", action="store_true", help="merge the finished stages into results/<preset>.json, the reference results")
-    p = sub.add_parser("chat", help="ask the trained model about text, an image or audio (interactive without --text)",
-                       description="Ask the trained model; without --text/--image/--audio (or with --interactive) a "
-                                   "multi-turn chat: /image PATH, /audio PATH, /reset, /help, /quit.")
-    p.add_argument("--ckpt", default="checkpoints/omni_final", help="Stage E save folder or an exported folder")
+    p = add("chat", help="ask the trained model about text, an image or audio (interactive without --text)",
+            description="Ask the trained model; without --text/--image/--audio (or with --interactive) a "
+                        "multi-turn chat: /image PATH, /audio PATH, /reset, /help, /quit.")
+    newest = "default: the newest omni_* folder with a model in <home>/checkpoints"
+    p.add_argument("--ckpt", default=None, help=f"Stage E save folder or an exported folder ({newest})")
     p.add_argument("--text", default=None); p.add_argument("--image", default=None); p.add_argument("--audio", default=None)
     p.add_argument("--speak", default=None, metavar="OUT.wav", help="also speak the answer into this file")
     p.add_argument("--interactive", "-i", action="store_true", help="keep chatting after the first answer")
@@ -94,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (temperature > 0)")
     p.add_argument("--device", default="auto")
-    p = sub.add_parser("export", help="write the trained model as model.safetensors + config.json + tokenizer.json",
-                       description="Export a Stage E model (all parts, Talker and codec included) to one folder.")
-    p.add_argument("--ckpt", default="checkpoints/omni_final", help="Stage E save folder (or an earlier export)")
+    p = add("export", help="write the trained model as model.safetensors + config.json + tokenizer.json",
+            description="Export a Stage E model (all parts, Talker and codec included) to one folder.")
+    p.add_argument("--ckpt", default=None, help=f"Stage E save folder or an earlier export ({newest})")
     p.add_argument("--out", required=True, help="folder to write (replaced if it holds an earlier export)")
-    p = sub.add_parser("update-configs", help="set steps and frequencies in configs/ from the data sizes")
+    p = add("update-configs", help="set steps and frequencies in configs/ from the data sizes")
     p.add_argument("--dry-run", "--dry_run", action="store_true", dest="dry_run")
-    p.add_argument("--configs", default="configs")
-    p = sub.add_parser("bench", help="print throughput numbers as JSON")
+    p.add_argument("--configs", default=None, help="folder of configs (default: the checkout's configs/)")
+    p = add("bench", help="print throughput numbers as JSON")
     p.add_argument("stage", nargs="?", default="all", choices=["all", *BENCH_MODULES])
     p.add_argument("--preset", default="auto"); p.add_argument("--device", default=None)
     return parser
@@ -131,7 +141,9 @@ def run_command(args) -> object:
         print(json.dumps(dict(out=str(out), files=sorted(f.name for f in out.iterdir()), megabytes=round(size / 1e6, 2))))
         return out
     if args.command == "update-configs":
-        return stage_function("muomni.pipeline", "update_configs", "update-configs")(args.configs, dry_run=args.dry_run)
+        from muomni.core import config_dir
+        return stage_function("muomni.pipeline", "update_configs", "update-configs")(args.configs or str(config_dir()),
+                                                                                       dry_run=args.dry_run)
     if args.command == "bench":
         from muomni.core import resolve_preset
         results = {}
@@ -152,6 +164,8 @@ def run_command(args) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    before = os.environ.get(HOME_ENV)
+    if args.home: os.environ[HOME_ENV] = str(Path(args.home).expanduser().resolve())   # stage notebooks inherit it too
     try: result = run_command(args)
     except USER_ERRORS as e:
         print(f"muomni {args.command}: error: {e}", file=sys.stderr)
@@ -159,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"muomni {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if args.home: os.environ.pop(HOME_ENV) if before is None else os.environ.update({HOME_ENV: before})
     if isinstance(result, dict) and args.command in TRAIN_COMMANDS:
         print(json.dumps(result, indent=2, default=str))
     return 0

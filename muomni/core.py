@@ -16,29 +16,47 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES', 'project_root', 'resolve_path',
-           'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class', 'on_gpu',
-           'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
-           'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'warmup_cosine', 'StepBatchSampler',
-           'LengthBucketSampler', 'in_notebook', 'LivePlot', 'to_device', 'param_groups', 'dist_info',
-           'init_distributed', 'close_process_group', 'barrier', 'shard_model', 'full_state', 'load_full_state',
-           'Trainer', 'write_metrics', 'count_parameters', 'human', 'measure_matmul_flops', 'time_it',
-           'train_step_flops', 'flop_utilisation', 'bench_train_step', 'demo_problem', 'train_demo']
+__all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES',
+           'find_checkout', 'project_root', 'resolve_path', 'config_dir', 'atomic_write', 'atomic_write_json',
+           'TrainConfig', 'register_config', 'config_class', 'on_gpu', 'resolve_preset', 'load_config', 'config_dict',
+           'DemoConfig', 'pick_device', 'seed_everything', 'cpu_has_bf16', 'amp_dtype_for', 'autocast',
+           'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint',
+           'find_checkpoint', 'cached_load', 'warmup_cosine', 'StepBatchSampler', 'LengthBucketSampler', 'in_notebook',
+           'LivePlot', 'to_device', 'param_groups', 'dist_info', 'init_distributed', 'close_process_group', 'barrier',
+           'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics', 'count_parameters', 'human',
+           'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation', 'bench_train_step',
+           'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
-def project_root(start: str | Path | None = None) -> Path:
-    "The folder holding muomni's pyproject.toml above `start` (default: cwd), else `start` itself."
+HOME_ENV, DEFAULT_HOME = "MUOMNI_HOME", "~/.muomni"
+
+def find_checkout(start: str | Path | None = None) -> Path | None:
+    "The muomni checkout holding `start` (default: cwd): the nearest folder whose pyproject.toml names muomni; else None."
     here = Path(start or os.getcwd()).resolve()
     for d in [here, *here.parents]:
         p = d / "pyproject.toml"
-        if p.exists() and 'name = "muomni"' in p.read_text(encoding="utf-8", errors="ignore"): return d
-    return here
+        if p.is_file() and 'name = "muomni"' in p.read_text(encoding="utf-8", errors="ignore"): return d
+    return None
+
+def project_root(start: str | Path | None = None) -> Path:
+    "The home folder that relative paths start from: $MUOMNI_HOME when set, else the checkout holding `start`, else ~/.muomni."
+    if os.environ.get(HOME_ENV): return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    return find_checkout(start) or Path(DEFAULT_HOME).expanduser()
 
 def resolve_path(p: str | Path) -> Path:
-    "An absolute path for `p`; relative paths are taken from the project root."
+    "An absolute path for `p`; relative paths are taken from the home folder (`project_root`)."
     p = Path(p).expanduser()
     return p if p.is_absolute() else project_root() / p
+
+def config_dir() -> Path:
+    """The stage configs: `configs/` of the checkout holding the working directory, else the installed package's copy
+    (`muomni/configs` in a wheel), else `configs/` of the checkout the package itself sits in."""
+    import importlib.resources
+    package = Path(str(importlib.resources.files("muomni")))
+    for d in (find_checkout(), None, find_checkout(package)):
+        folder = package / "configs" if d is None else d / "configs"
+        if folder.is_dir(): return folder
+    raise FileNotFoundError(f"no configs/ folder: not in a muomni checkout, and {package} has none")
 
 # %% ../nbs/00_core.ipynb #b7bdfb43
 def atomic_write(path: str | Path, write_fn) -> Path:
@@ -162,10 +180,12 @@ def resolve_preset(preset: str | None = "auto") -> str:
 
 def _config_file(path_or_name: str | Path, preset: str) -> Path:
     p = Path(path_or_name)
-    if p.suffix != ".json":                               # a bare name: configs/<name>.json or configs/<name>_tiny.json
-        cands = [resolve_path(f"configs/{p.name}.json"), resolve_path(f"configs/{p.name}_tiny.json")]
+    if p.suffix != ".json":                               # a bare name: <name>.json or <name>_tiny.json in config_dir()
+        cands = [config_dir() / f"{p.name}.json", config_dir() / f"{p.name}_tiny.json"]
         p = next((c for c in cands if c.exists()), cands[-1])
-    elif not p.is_absolute() and not p.exists(): p = resolve_path(p)
+    elif not p.is_absolute() and not p.exists():          # relative: the working directory, the home, then the configs
+        p = resolve_path(p)                               # (so the book's `--config configs/x.json` works anywhere)
+        if not p.exists() and Path(path_or_name).parent == Path("configs"): p = config_dir() / p.name
     if preset in SCALED and p.stem.endswith("_tiny"):           # xl scales the Thinker; stages without an xl file use large
         scaled = [p.with_name(p.stem[:-len("_tiny")] + f"_{s}.json") for s in SCALED[preset]]
         p = next((s for s in scaled if s.exists()), p)
@@ -339,6 +359,21 @@ def find_checkpoint(path, required: bool = True) -> Path | None:
     if found is None and required:
         raise FileNotFoundError(f"no {', '.join(CHECKPOINT_NAMES)} in {p}" if p.is_dir() else f"checkpoint not found: {p}")
     return found
+
+# %% ../nbs/00_core.ipynb #c4c3e002
+def _stamp(files) -> tuple:
+    "Identity of files on disk: an atomic rewrite (a new checkpoint) changes the inode, a plain one the time or size."
+    return tuple((str(f), *((s.st_ino, s.st_mtime_ns, s.st_size) if (s := f.stat() if f.exists() else None) else ()))
+                 for f in map(Path, files))
+
+def cached_load(cache: dict, key, files: list, load, what: str = "model"):
+    "`load()`, kept in `cache[key]` until one of `files` changes on disk (then loaded again); prints what it loaded."
+    stamp = _stamp(files)
+    if key not in cache or cache[key][0] != stamp:
+        obj = load()
+        print(f"{what}: {'reloaded' if key in cache else 'loaded'} {Path(files[0])}")
+        cache[key] = (stamp, obj)
+    return cache[key][1]
 
 # %% ../nbs/00_core.ipynb #7247e6ac
 def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.1, progress: float = 0.0) -> float:

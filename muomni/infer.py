@@ -13,16 +13,17 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .core import CheckpointError, atomic_write, atomic_write_json, config_dict, load_config, pick_device, resolve_path
+from .core import (CheckpointError, atomic_write, atomic_write_json, config_dict, find_checkpoint, load_config,
+                         pick_device, resolve_path)
 from .omni import Omni
 
 # %% auto #0
 __all__ = ['DEMO_TEXT', 'WEIGHTS', 'CONFIG', 'TOKENIZER', 'CHAR_LM', 'EXPORT_FORMAT', 'EXPORT_VERSION', 'REQUIRED_KEYS',
-           'CHAT_HELP', 'EXAMPLE_PICTURES', 'EXAMPLE_QUESTIONS', 'NONE', 'demo_omni', 'is_export', 'load_model',
-           'check_sampling', 'read_image', 'read_audio', 'ChatSession', 'has_talker', 'wav_bytes', 'write_wave',
-           'talker_of', 'export_tensors', 'sha256_of', 'export_config', 'export_model', 'read_export_config',
-           'read_weights', 'load_part', 'load_exported', 'chat_command', 'chat_main', 'example_picture',
-           'spoken_question', 'png_data_url', 'chat_panel']
+           'CHAT_HELP', 'EXAMPLE_PICTURES', 'EXAMPLE_QUESTIONS', 'NONE', 'demo_omni', 'is_export', 'latest_omni',
+           'load_model', 'check_sampling', 'read_image', 'read_audio', 'ChatSession', 'has_talker', 'wav_bytes',
+           'write_wave', 'talker_of', 'export_tensors', 'sha256_of', 'export_config', 'export_model',
+           'read_export_config', 'read_weights', 'load_part', 'load_exported', 'chat_command', 'chat_main',
+           'example_picture', 'spoken_question', 'png_data_url', 'chat_panel']
 
 # %% ../nbs/32_inference.ipynb #a1c0e003
 DEMO_TEXT = ("what colour is the star? the red star is on the left. how many blue circles are there? "
@@ -59,8 +60,23 @@ def is_export(path) -> bool:
     p = resolve_path(path)
     return (p / WEIGHTS).is_file() and (p / CONFIG).is_file()
 
-def load_model(path="checkpoints/omni_final", device: str = "auto") -> Omni:
-    "An Omni from an exported folder (`export_model`) or a Stage E save folder (`Omni.load`)."
+def latest_omni(root="checkpoints") -> Path:
+    """The newest trained Omni in `root` (under the home folder): of the omni_* folders holding a model (a Stage E
+    save folder or an export), the one whose model file was written last."""
+    folder = resolve_path(root)
+    def model_file(d: Path):
+        if is_export(d): return d / WEIGHTS
+        return find_checkpoint(d, required=False) if (d / "components.json").is_file() else None
+    found = [(f, d) for d in sorted(folder.glob("omni_*")) if d.is_dir() and (f := model_file(d)) is not None]
+    if not found: raise FileNotFoundError(f"no trained Omni in {folder} (no omni_* folder with a model): run Stage E "
+                                          "(muomni pipeline or muomni sft-omni), or name a model folder")
+    return max(found, key=lambda fd: fd[0].stat().st_mtime_ns)[1]
+
+def load_model(path=None, device: str = "auto") -> Omni:
+    "An Omni from an exported folder (`export_model`) or a Stage E save folder (`Omni.load`); None: `latest_omni()`."
+    if path is None:
+        path = latest_omni()
+        print(f"model: {path} (the newest in {path.parent})", file=sys.stderr)
     return load_exported(path, device) if is_export(path) else Omni.load(path, device=device)
 
 # %% ../nbs/32_inference.ipynb #a1c0e011

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
                          pick_device, seed_everything, config_dict, CheckpointError, amp_dtype_for, autocast,
-                         find_checkpoint, LengthBucketSampler, bench_train_step)
+                         find_checkpoint, LengthBucketSampler, bench_train_step, config_dir)
 
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'TRANSCRIBE_REQUEST', 'OmniConfig',
@@ -96,7 +96,7 @@ def stage_dir(cfg: OmniConfig, part: str) -> Path:
     if getattr(cfg, part): return resolve_path(getattr(cfg, part))
     try: save_dir = load_config(STAGE_CONFIGS[part], preset=cfg.preset).save_dir
     except ValueError:                      # the stage's config does not validate (yet): read its save_dir as written
-        raw = json.loads(resolve_path(f"configs/{STAGE_CONFIGS[part]}.json").read_text(encoding="utf-8"))
+        raw = json.loads((config_dir() / f"{STAGE_CONFIGS[part]}.json").read_text(encoding="utf-8"))
         save_dir = raw.get("presets", {}).get(cfg.preset, {}).get("save_dir", raw.get("save_dir"))
     return resolve_path(cfg.save_dir).parent / Path(save_dir).name   # same checkpoints root as ours
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .core import (atomic_write, atomic_write_json, config_class, count_parameters, human, load_config,
-                         pick_device, project_root, resolve_path, resolve_preset)
+                         pick_device, find_checkout, resolve_path, resolve_preset)
 
 # %% auto #0
 __all__ = ['STAGES', 'RESULT_ROWS', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves',
@@ -93,7 +93,12 @@ def plot_stage_graph(stages: list[Stage] = STAGES, ax=None):
     return ax.figure
 
 # %% ../nbs/26_training_overview.ipynb #13476427
-def nbs_dir() -> Path: return project_root() / "nbs"
+def nbs_dir() -> Path:
+    "The chapter notebooks the pipeline runs: nbs/ of the muomni checkout (a wheel does not carry them)."
+    root = find_checkout()
+    if root is None: raise FileNotFoundError("muomni pipeline runs the chapter notebooks (nbs/) of a muomni checkout; run it "
+                                             "inside one, or train stage by stage: muomni train-text, train-audio-enc, ...")
+    return root / "nbs"
 
 def stage_metrics(stage: Stage, preset: str, ckpt_dir: str | None = None) -> dict:
     "The metrics.json of each of the stage's configs (empty where there is none yet)."
@@ -476,7 +481,7 @@ def measure_peak_memory(cfg, batch_size: int | None = None, ctx_len: int | None 
     spec = json.dumps(dict(config={**config_dict(cfg), "presets": {}}, batch_size=B, ctx_len=T, steps=steps,
                            threads=torch.get_num_threads()))
     code = "import sys; from muomni.pipeline import _peak_memory_worker; _peak_memory_worker(sys.argv[1])"
-    r = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True, cwd=project_root())
+    r = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True, cwd=find_checkout())
     line = next((l for l in r.stdout.splitlines() if l.startswith("PEAK_JSON ")), None)
     if r.returncode != 0 or line is None:
         raise RuntimeError(f"measure_peak_memory: the measuring process failed (exit {r.returncode}):\n{r.stderr[-2000:]}")

@@ -17,7 +17,7 @@ from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
                          write_metrics, count_parameters, human, atomic_write, atomic_write_json, seed_everything, config_dict,
-                         amp_dtype_for, autocast, find_checkpoint, bench_train_step)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load)
 from . import data
 from .thinker import Block, KVCache, rope_tables
 
@@ -27,13 +27,13 @@ class one_thread:
     def __exit__(self, *exc): torch.set_num_threads(self.n)
 
 # %% auto #0
-__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'one_thread', 'CodecConfig', 'ResConv', 'ResidualVQ', 'RVQCodec', 'pad_mel',
-           'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
-           'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus', 'count_samples',
-           'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss',
-           'phone_inventory', 'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn', 'save_talker_extras',
-           'load_talker', 'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth', 'roundtrip',
-           'train_talker', 'roundtrip_metrics', 'evaluate_talker', 'bench']
+__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'one_thread', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ',
+           'RVQCodec', 'pad_mel', 'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec',
+           'load_codec', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus',
+           'count_samples', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker',
+           'talker_loss', 'phone_inventory', 'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn',
+           'save_talker_extras', 'load_talker', 'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth',
+           'roundtrip', 'train_talker', 'roundtrip_metrics', 'evaluate_talker', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -57,14 +57,28 @@ class CodecConfig(TrainConfig):
 
 # %% ../nbs/30_stage_d.ipynb #c1c7f78d
 class ResConv(nn.Module):
-    "Pre-norm residual 1-D convolution over time: x + W2 gelu(conv_k(norm x))."
+    """Pre-norm residual 1-D convolution over time: x + W2 gelu(conv_k(norm x)), the norm per frame (over channels).
+    `mask` (B, 1, T), 1 on real frames: the padding is set to zero before the convolution reads it."""
     def __init__(self, channels: int, kernel: int):
         super().__init__()
-        self.norm = nn.GroupNorm(1, channels)
+        self.norm = nn.LayerNorm(channels)
         self.conv = nn.Conv1d(channels, channels, kernel, padding=kernel // 2)
         self.proj = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x): return x + self.proj(F.gelu(self.conv(self.norm(x))))
+    def forward(self, x, mask=None):             # x (B, C, T)
+        h = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        if mask is not None: h = h * mask
+        return x + self.proj(F.gelu(self.conv(h)))
+
+def run_masked(blocks: nn.Sequential, x: torch.Tensor, mask=None) -> torch.Tensor:
+    "Run `blocks` in order over x (B, C, T), handing the padding mask to every ResConv."
+    for block in blocks: x = block(x, mask) if isinstance(block, ResConv) else block(x)
+    return x
+
+def length_mask(lengths, T: int, like: torch.Tensor):
+    "(B, 1, T) mask in `like`'s dtype, 1 on the first lengths[b] frames of row b; None when lengths is None (no padding)."
+    if lengths is None: return None
+    return (torch.arange(T, device=like.device) < lengths.to(like.device)[:, None])[:, None].to(like.dtype)
 
 # %% ../nbs/30_stage_d.ipynb #cd477581
 class ResidualVQ(nn.Module):
@@ -144,19 +158,30 @@ class RVQCodec(nn.Module):
     def normalize(self, mel): return (mel - self.mean) / self.std
     def denormalize(self, x): return x * self.std + self.mean
 
-    def latents(self, mel: torch.Tensor) -> torch.Tensor:
-        "Raw log-mel (B, T, n_mels), T a multiple of 8 -> latents (B, T/8, latent_dim)."
+    def context(self) -> tuple[int, int]:
+        "How far outputs see: (code frames each side of an encoded frame, mel frames each side of a decoded one)."
+        reach = lambda blocks: sum(b.conv.kernel_size[0] // 2 for b in blocks)
+        return reach(self.encoder), reach(self.decoder) * STACK + reach(self.postnet)
+
+    def latents(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
+        """Raw log-mel (B, T, n_mels), T a multiple of 8 -> latents (B, T/8, latent_dim).
+        `lengths` (B,): real mel frames per row of a padded batch (multiples of 8)."""
         B, T, M = mel.shape
         if T % STACK: raise ValueError(f"mel frames ({T}) must be a multiple of {STACK}; pad with pad_mel()")
-        h = self.inp(self.normalize(mel).reshape(B, T // STACK, M * STACK))
-        return self.to_latent(self.encoder(h.transpose(1, 2)).transpose(1, 2))
+        if lengths is not None and bool((lengths % STACK).any()):
+            raise ValueError(f"lengths {lengths.tolist()} must be multiples of {STACK}; pad each log-mel with pad_mel()")
+        h = self.inp(self.normalize(mel).reshape(B, T // STACK, M * STACK)).transpose(1, 2)
+        h = run_masked(self.encoder, h, length_mask(None if lengths is None else lengths // STACK, T // STACK, h))
+        return self.to_latent(h.transpose(1, 2))
 
-    def decode_latents(self, zq: torch.Tensor) -> torch.Tensor:
-        "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels)."
+    def decode_latents(self, zq: torch.Tensor, lengths=None) -> torch.Tensor:
+        "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
         B, L, _ = zq.shape
-        h = self.decoder(self.from_latent(zq).transpose(1, 2)).transpose(1, 2)
-        x = self.unstack(h).reshape(B, L * STACK, -1)
-        return self.postnet(x.transpose(1, 2)).transpose(1, 2)
+        h = self.from_latent(zq).transpose(1, 2)
+        h = run_masked(self.decoder, h, length_mask(lengths, L, h)).transpose(1, 2)
+        x = self.unstack(h).reshape(B, L * STACK, -1).transpose(1, 2)
+        x = run_masked(self.postnet, x, length_mask(None if lengths is None else lengths * STACK, L * STACK, x))
+        return x.transpose(1, 2)
 
     def forward(self, mel: torch.Tensor):
         "-> (reconstruction, target) in standardised units, codes (B, L, n_q), vq loss."
@@ -166,9 +191,9 @@ class RVQCodec(nn.Module):
         return self.decode_latents(zq.reshape(B, L, D)), self.normalize(mel), codes.reshape(B, L, -1), vq_loss
 
     @torch.no_grad()
-    def encode(self, mel: torch.Tensor) -> torch.Tensor:
-        "Raw log-mel (B, T, n_mels) -> codes (B, T/8, n_q)."
-        z = self.latents(mel)
+    def encode(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
+        "Raw log-mel (B, T, n_mels) -> codes (B, T/8, n_q); `lengths`: real mel frames per row (multiples of 8)."
+        z = self.latents(mel, lengths)
         B, L, D = z.shape
         r, codes = z.reshape(-1, D), []
         for i in range(self.rvq.n_q):
@@ -176,9 +201,9 @@ class RVQCodec(nn.Module):
         return torch.stack(codes, -1).reshape(B, L, -1)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels)."
-        return self.denormalize(self.decode_latents(self.rvq.lookup(codes)))
+    def decode(self, codes: torch.Tensor, lengths=None) -> torch.Tensor:
+        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
+        return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths))
 
 def pad_mel(mel: torch.Tensor, multiple: int = STACK) -> torch.Tensor:
     "Pad a (T, n_mels) log-mel at the end with its quietest frame so T is a multiple of `multiple`."
@@ -305,7 +330,7 @@ class TalkerConfig(TrainConfig):
     codec_max_time_s: float = 0.0
     n_eval: int = 50
     temperature: float = 0.0       # 0: greedy decoding of codes
-    asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": the usual save dirs)
+    asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": this preset's Stage B save folder)
 
 def codec_config(cfg: TalkerConfig) -> CodecConfig:
     "The codec run's config, derived from the Talker config (its own save dir, steps, batch and lr)."
@@ -354,9 +379,11 @@ class PhoneConditioner(nn.Module):
         self.frame_proj = nn.Linear(STACK * d, cfg.d_model)
 
     def encode(self, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "phones (B, N) -> (contextual vectors (B, N, d), predicted log(1 + frames) (B, N))."
-        h = self.encoder(self.embed(phones).transpose(1, 2))
-        return h.transpose(1, 2), self.duration(h).squeeze(1)
+        "phones (B, N), padded with 0 (<pad>) -> (contextual vectors (B, N, d), predicted log(1 + frames) (B, N))."
+        h = self.embed(phones).transpose(1, 2)
+        mask = (phones != 0)[:, None].to(h.dtype)           # the convolutions never read a padded phoneme
+        h = run_masked(self.encoder, h, mask)
+        return h.transpose(1, 2), run_masked(self.duration, h, mask).squeeze(1)
 
     def frames(self, h: torch.Tensor, frame_phone: torch.Tensor) -> torch.Tensor:
         "h (B, N, d), frame_phone (B, 8L) phoneme index of each mel frame -> (B, L, d_model)."
@@ -552,9 +579,7 @@ def save_talker_extras(save_dir, talker: Talker):
 
 def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: str | Path | None = None) -> Talker:
     "A trained Talker (with `.codec` attached) from a save dir or checkpoint file; default: the laptop run, else tiny."
-    if path is None:
-        path = next((p for p in ("checkpoints/talker_laptop", "checkpoints/talker_tiny") if resolve_path(p).exists()), "checkpoints/talker_tiny")
-    path = resolve_path(path)
+    path = resolve_path(path or _default_talker_dir())
     folder = path if path.is_dir() else path.parent
     path = find_checkpoint(path, required=False) or path
     if not path.is_file(): raise FileNotFoundError(f"Talker checkpoint not found: {path} (train it with train_talker)")
@@ -573,11 +598,17 @@ def attach_codec(talker: Talker, codec: RVQCodec) -> Talker:
 
 _default_talker = {}
 
+def _default_talker_dir() -> str:
+    return next((p for p in ("checkpoints/talker_laptop", "checkpoints/talker_tiny") if resolve_path(p).exists()), "checkpoints/talker_tiny")
+
 def speak(text: str, talker: Talker | None = None, temperature: float | None = None) -> tuple[torch.Tensor, int]:
-    "Say `text`: (1-D float wave, sample_rate). `talker`: a loaded Talker (default: `load_talker()`, cached)."
+    """Say `text`: (1-D float wave, sample_rate). `talker`: a loaded Talker (default: `load_talker()`, kept until its
+    checkpoint changes: Stage D retrains codec and Talker together, so the Talker's checkpoint stands for both)."""
     if talker is None:
-        if "t" not in _default_talker: _default_talker["t"] = load_talker()
-        talker = _default_talker["t"]
+        d = _default_talker_dir()
+        f = find_checkpoint(d, required=False)
+        if f is None: load_talker(d)                            # raises, naming what is missing
+        talker = cached_load(_default_talker, d, [f, f.parent / "phones.json"], lambda: load_talker(d), "speak")
     codes = speak_codes(talker, [text], temperature)[0]
     return codes_to_wave(talker.codec, codes), data.SAMPLE_RATE
 
@@ -593,16 +624,19 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict:
     return dict(cer=ce / cn, wer=we / wn)
 
 def asr_judge(cfg: TalkerConfig):
-    "(name, transcribe(wave) -> text) from Stage B's checkpoint, or None when it is not there."
+    """(name, transcribe(wave) -> text) from Stage B's checkpoint, or None when it is not there. `asr_dir="auto"`: this
+    preset's Stage B save folder, beside the Talker's (never another preset's); else the folder or file it names."""
     try: from muomni import audio
     except ImportError: return None
-    dirs = [cfg.asr_dir] if cfg.asr_dir != "auto" else [f"checkpoints/audio_encoder_{p}" for p in (cfg.preset, "laptop", "tiny")] + \
-           [f"checkpoints/audio_enc_{p}" for p in (cfg.preset, "laptop", "tiny")]
-    for d in dirs:
-        if resolve_path(d).exists() and any(resolve_path(d).glob("*.pt")):
-            model = audio.load_audio_encoder(d)
-            return f"stage B ({d})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
-    return None
+    if cfg.asr_dir != "auto": d = resolve_path(cfg.asr_dir)
+    else: d = resolve_path(cfg.save_dir).parent / Path(load_config("audio_enc_tiny", preset=cfg.preset).save_dir).name
+    f = find_checkpoint(d, required=cfg.asr_dir != "auto")     # a folder asked for by name must be there
+    if f is None:
+        print(f"round-trip judge: no Stage B checkpoint in {d}; not measured (asr_dir names another Stage B folder)")
+        return None
+    print(f"round-trip judge: Stage B's {f}")
+    model = audio.load_audio_encoder(f)
+    return f"stage B ({f})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
 
 def codec_resynth(codec: RVQCodec, wave: torch.Tensor) -> torch.Tensor:
     "espeak audio -> log-mel -> codes -> log-mel -> Griffin-Lim: what the codec alone keeps of a recording."

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, Trainer,
                          write_metrics, load_checkpoint, count_parameters, human, pick_device, atomic_write,
-                         amp_dtype_for, autocast, find_checkpoint, bench_train_step)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load)
 
 # %% auto #0
 __all__ = ['DOMAINS', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'VisionConfig', 'Attention', 'Block', 'conv_stem',
@@ -505,6 +505,5 @@ def classify(image, model: VisionClassifier | str | Path | None = None):
     "'red circle' or 'digit 7' for a PIL image (any mode/size), path or array; a list gives a list. `model`: a classifier or checkpoint."
     if not isinstance(model, VisionClassifier):
         key = str(model or load_config("vision_tiny", preset=resolve_preset("auto")).save_dir)
-        if key not in _CLASSIFIERS: _CLASSIFIERS[key] = load_vision(key)
-        model = _CLASSIFIERS[key]
+        model = cached_load(_CLASSIFIERS, key, [find_checkpoint(key)], lambda: load_vision(key), "classify")   # reloaded when retrained
     return model.classify(image)

@@ -21,3 +21,21 @@ def link_corpora(data_dir: Path) -> Path:
     for name, folder in (("shakespeare", D.fetch_shakespeare().parent), ("wordnet", ED.fetch_wordnet()), ("chatterbot", ED.fetch_chatterbot())):
         (data_dir / name).symlink_to(folder, target_is_directory=True)
     return data_dir
+
+def linear_weights(module) -> int:
+    "Weights of the nn.Linear layers in `module`: a training step spends at least 6 FLOPs per weight per token on them."
+    import torch
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+def check_bench(out: dict, rate_key: str, items_per_step: int, min_flops: float) -> None:
+    """What every stage's `bench` reports, checked by meaning rather than by speed: the rate is items per step over the
+    step time, the FLOPs of a step are at least those of its linear layers (forward 2 + backward 4 per weight and token,
+    so a count of the forward pass alone fails), and the utilisation is those FLOPs per second over the measured peak."""
+    for k in ("step_s", "train_flops_per_step", "achieved_tflops", "matmul_tflops", "mfu", rate_key): assert k in out, k
+    assert out["step_s"] > 0 and out["matmul_tflops"] > 0
+    assert out[rate_key] == pytest.approx(items_per_step / out["step_s"], rel=1e-2, abs=0.1)
+    assert out["train_flops_per_step"] >= min_flops, (out["train_flops_per_step"], min_flops)
+    per_s = out["train_flops_per_step"] / out["step_s"]
+    assert out["achieved_tflops"] == pytest.approx(per_s / 1e12, rel=1e-2, abs=1e-4)
+    assert out["mfu"] == pytest.approx(per_s / (out["matmul_tflops"] * 1e12), rel=2e-2, abs=1e-4)

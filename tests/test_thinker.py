@@ -186,7 +186,7 @@ def test_load_thinker_roundtrip(tok, tmp_path):
     m2, tok2 = load_thinker(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
     assert tok2.encode("Speak") == tok.encode("Speak") and not m2.training
-    assert isinstance(complete(m2, tok2, "Speak", 5, temperature=0), str)
+    assert complete(m2, tok2, "Speak", 5, temperature=0) == complete(m, tok, "Speak", 5, temperature=0)
 
 def test_load_thinker_bad_input(tok, tmp_path):
     with pytest.raises(FileNotFoundError): load_thinker(tmp_path)
