@@ -20,9 +20,9 @@ from .core import (atomic_write, atomic_write_json, config_class, count_paramete
 # %% auto #0
 __all__ = ['STAGES', 'RESULT_ROWS', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves',
            'plot_stage_graph', 'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results',
-           'run_pipeline', 'reference_path', 'splits_summary', 'publish_results', 'reference_table', 'epochs_for',
-           'schedule_for', 'production_path', 'update_configs', 'scaled_config', 'build_model', 'parameter_table',
-           'memory_estimate', 'measure_peak_memory', 'memory_table']
+           'run_pipeline', 'reference_path', 'splits_summary', 'publish_results', 'reference_table', 'results_for',
+           'epochs_for', 'schedule_for', 'production_path', 'update_configs', 'scaled_config', 'build_model',
+           'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -177,14 +177,14 @@ def run_pipeline(preset: str = "auto", stages: str = "all", out_dir: str | None 
 
 # %% ../nbs/26_training_overview.ipynb #d2c6655e
 def reference_path(preset: str) -> Path:
-    "The committed reference results of `preset`: results/<preset>.json."
-    return project_root() / "results" / f"{preset}.json"
+    "The committed reference results of `preset`: results/<preset>.json in the checkout (the home folder outside one)."
+    return (find_checkout() or resolve_path(".")) / "results" / f"{preset}.json"
 
 def _provenance(run_id: str) -> dict:
     "Where a row was measured: the date (no time of day), the machine, the commit and the run."
     import datetime, platform, subprocess
     from muomni.core import cpu_has_bf16
-    try: commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True, text=True).stdout.strip()
+    try: commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=find_checkout() or ".", capture_output=True, text=True).stdout.strip()
     except OSError: commit = ""
     machine = (f"GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else
                f"{os.cpu_count()} CPU cores, {platform.machine()}{' with bf16 units' if cpu_has_bf16() else ''}")
@@ -260,6 +260,18 @@ def reference_table(preset: str = "laptop", path: Path | None = None) -> str:
                         f"{', '.join(sp['test_families'])} (test) and {', '.join(sp['tune_families'])} (tune) on the trained accents; "
                         f"the accent{'s' if len(sp['test_accents']) > 1 else ''} {', '.join(sp['test_accents'])}. "
                         f"Training used {sp['train_voices']} voices."]
+    return "\n".join(rows) + "\n"
+
+# %% ../nbs/26_training_overview.ipynb #a69bab8b
+def results_for(stage: str, metrics: dict, preset: str = "laptop") -> str:
+    "Markdown: the stage's rows of `RESULT_ROWS` with this run's value (from `metrics`) beside the reference run's and the bar."
+    path = reference_path(preset)
+    ref = json.loads(path.read_text(encoding="utf-8"))["stages"].get(stage) if path.exists() else None
+    ref_metrics = {m: v for cfg in ref["metrics"].values() for m, v in cfg.items()} if ref else {}
+    rows = [f"| held-out metric | bar | this run ({metrics.get('preset', '?')}) | reference ({preset}, `results/{preset}.json`) |",
+            "|---|---|---|---|"]
+    rows += [f"| {what} | {bar} | {_cell(fmt, metrics)} | {_cell(fmt, ref_metrics) if ref else 'no reference run yet'} |"
+             for st, what, bar, fmt in RESULT_ROWS if st == stage]
     return "\n".join(rows) + "\n"
 
 # %% ../nbs/26_training_overview.ipynb #c9d8b093
