@@ -21,8 +21,8 @@ from .core import (atomic_write, atomic_write_json, config_class, count_paramete
 __all__ = ['STAGES', 'RESULT_ROWS', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages', 'waves',
            'plot_stage_graph', 'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results',
            'run_pipeline', 'reference_path', 'splits_summary', 'publish_results', 'reference_table', 'results_for',
-           'epochs_for', 'schedule_for', 'production_path', 'update_configs', 'scaled_config', 'build_model',
-           'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
+           'runtime_table', 'epochs_for', 'schedule_for', 'production_path', 'update_configs', 'scaled_config',
+           'build_model', 'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -272,6 +272,18 @@ def results_for(stage: str, metrics: dict, preset: str = "laptop") -> str:
             "|---|---|---|---|"]
     rows += [f"| {what} | {bar} | {_cell(fmt, metrics)} | {_cell(fmt, ref_metrics) if ref else 'no reference run yet'} |"
              for st, what, bar, fmt in RESULT_ROWS if st == stage]
+    return "\n".join(rows) + "\n"
+
+# %% ../nbs/26_training_overview.ipynb #2553133f
+def runtime_table(stage: str) -> str:
+    "Markdown: how long `stage` takes, from the reference results: laptop on 2 CPU cores, tiny on a GPU (once measured)."
+    rows = ["| preset | machine | wall time | training time | measured on |", "|---|---|---|---|---|"]
+    for preset, where in (("laptop", "2 CPU cores"), ("tiny", "one GPU")):
+        path = reference_path(preset)
+        st = json.loads(path.read_text(encoding="utf-8"))["stages"].get(stage) if path.exists() else None
+        if st is None: rows.append(f"| {preset} | {where} | not yet measured | | |"); continue
+        train = sum(m.get("train_time_s") or 0 for m in st["metrics"].values())
+        rows.append(f"| {preset} | {st['machine']} | {st['wall_time_s'] / 60:.1f} min | {train / 60:.1f} min | {st['date']} |")
     return "\n".join(rows) + "\n"
 
 # %% ../nbs/26_training_overview.ipynb #c9d8b093
