@@ -464,10 +464,11 @@ class LivePlot:
         ax_loss.set(title=f"{self.title}: loss", xlabel="step")
         if ax_loss.lines: ax_loss.legend(loc="upper right")
         for ax, (keys, log) in zip(ax_metrics, panels):
-            for key in keys:
-                ax.plot(*zip(*[(h["step"], h["val"][key]) for h in val if key in h["val"]]), "o-", label=key, ms=3)
+            for j, key in enumerate(keys):                 # past the ten colours of the cycle, dashed lines
+                ax.plot(*zip(*[(h["step"], h["val"][key]) for h in val if key in h["val"]]), "o-" if j < 10 else "s--", label=key, ms=3)
             ax.set(title="held-out " + (keys[0] if len(keys) == 1 else "metrics"), xlabel="step", yscale="log" if log else "linear")
-            if len(keys) > 1: ax.legend(loc="best", fontsize=7)
+            if len(keys) > 4: ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=6)    # beside, not over, the lines
+            elif len(keys) > 1: ax.legend(loc="best", fontsize=7)
         if train: ax_lr.plot([h["step"] for h in train], [h["lr"] for h in train], lw=1)
         ax_lr.set(title="learning rate", xlabel="step")
         if in_notebook(): self.show()

@@ -86,8 +86,8 @@ def stage(run: Path, out: Path, run_missing: bool = True) -> Path:
     "Lay out the site's source folder (<out>/src) from `run`; return it."
     import nbformat
     if not any(run.glob("*.ipynb")):
-        raise SystemExit(f"{run} holds no executed notebooks: run the pipeline first (make pipeline, or "
-                         f"muomni pipeline --preset smoke --out {run})")
+        raise SystemExit(f"{run} holds no executed notebooks: run the pipeline first (`make pipeline` writes "
+                         "runs/laptop; `muomni pipeline --preset PRESET` writes runs/PRESET)")
     preset = run_preset(run)
     src = out / "src"
     shutil.rmtree(src, ignore_errors=True); src.mkdir(parents=True)

@@ -6,7 +6,7 @@
 Serves <site>/html on a local port and drives Debian's `chromium` over the Chrome DevTools Protocol (a websocket;
 no driver to download). Per page: every image loaded, every internal link (and its #anchor) resolves, nothing was
 fetched from another host, no script error; a chapter shows an image for each figure its notebook holds and every
-audio player loads a sound of non-zero duration. The search page finds a chapter. Screenshots go to
+audio player loads a sound of non-zero duration and plays (muted). The search page finds a chapter. Screenshots go to
 <site>/screenshots/, the counts to <site>/check.json; the exit status is 1 when something is wrong.
 """
 import argparse, base64, functools, http.server, json, os, re, shutil, subprocess, sys, tempfile, threading, time
@@ -24,12 +24,16 @@ PAGE_JS = r"""(async () => {
   });
   const audios = [...document.querySelectorAll("audio")];
   const durations = await Promise.all(audios.map(waitAudio));
+  const started = await Promise.all(audios.map(a => a.play().then(() => true, () => false)));
+  await new Promise(r => setTimeout(r, 400));
+  const played = audios.map((a, k) => started[k] ? a.currentTime : -1);
+  audios.forEach(a => a.pause());
   await Promise.all([...document.images].map(i => i.complete ? null : new Promise(d => { i.onload = i.onerror = d; })));
   return {
     title: document.title,
     images: [...document.images].map(i => ({src: (i.currentSrc || i.src).slice(0, 200), loaded: i.complete && i.naturalWidth > 0})),
     output_images: document.querySelectorAll(".cell_output img").length,
-    audio: audios.map((a, k) => ({src: (a.currentSrc || a.src).slice(0, 40), duration: durations[k]})),
+    audio: audios.map((a, k) => ({src: (a.currentSrc || a.src).slice(0, 40), duration: durations[k], played: played[k]})),
     links: [...document.querySelectorAll("a[href]")].map(a => a.href),
     nav: [...document.querySelectorAll(".bd-sidebar-primary nav a.reference")].map(a => a.getAttribute("href")),
     prev_next: [...document.querySelectorAll(".prev-next-area a")].map(a => a.getAttribute("href")),
@@ -49,9 +53,9 @@ class Chromium:
     def __init__(self, binary: str, width: int = 1280, height: int = 900, timeout: float = 60):
         import websocket
         self.profile, self.timeout, self.events, self.next_id = tempfile.mkdtemp(prefix="muomni-chromium-"), timeout, [], 0
-        args = [binary, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check", "--mute-audio",
-                "--remote-debugging-port=0", f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-                "--hide-scrollbars", "about:blank"]
+        args = [binary, "--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check", "--hide-scrollbars",
+                "--mute-audio", "--autoplay-policy=no-user-gesture-required",     # players may play without a click
+                "--remote-debugging-port=0", f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"]
         if hasattr(os, "geteuid") and os.geteuid() == 0: args.insert(1, "--no-sandbox")   # Chromium refuses root otherwise
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file, t0 = Path(self.profile) / "DevToolsActivePort", time.time()
@@ -135,6 +139,8 @@ def page_problems(name: str, seen: dict, expected: tuple | None, base: str) -> l
     bad = [f"{name}: image did not load: {i['src']}" for i in seen["images"] if not i["loaded"]]
     bad += [f"{name}: audio player without sound (duration {a['duration']}): {a['src']}..." for a in seen["audio"]
             if not (a["duration"] and a["duration"] > 0)]
+    bad += [f"{name}: audio player does not play (at {a['played']} s after 0.4 s): {a['src']}..." for a in seen["audio"]
+            if not a["played"] > 0]
     bad += [f"{name}: {r}" for r in seen["requests_failed"]]
     bad += [f"{name}: fetched from another host: {u}" for u in seen["external_requests"]]
     bad += [f"{name}: script error: {e}" for e in seen["errors"]]
@@ -216,6 +222,7 @@ def check_site(site: Path, browser: str | None = None, shots: Path | None = None
                   figures=sum(report[n]["output_images"] for n in chapters),
                   players=sum(len(report[n]["audio"]) for n in chapters),
                   players_with_sound=sum(1 for n in chapters for a in report[n]["audio"] if a["duration"] and a["duration"] > 0),
+                  players_that_played=sum(1 for n in chapters for a in report[n]["audio"] if a["played"] > 0),
                   search_results=hits, screenshots=len(screenshots))
     result = dict(counts=counts, problems=problems, screenshots=[str(p) for p in screenshots], pages=report)
     (site / "check.json").write_text(json.dumps(result, indent=1))
