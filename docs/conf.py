@@ -22,8 +22,7 @@ html_theme_options = {
     "use_fullscreen_button": False,
     "home_page_in_toc": True,
     "navigation_with_keys": False,
-    "extra_footer": "Built from the executed notebooks of the run in "
-                    f"<code>{os.environ.get('MUOMNI_SITE_RUN', 'runs/')}</code>.",
+    "extra_footer": f"Built from {os.environ.get('MUOMNI_SITE_FROM', 'executed notebooks')}.",
 }
 html_static_path = ["_static"]
 html_css_files = ["muomni.css"]

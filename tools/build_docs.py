@@ -104,10 +104,10 @@ def stage(run: Path, out: Path, run_missing: bool = True) -> Path:
     (src / "index.md").write_text(index, encoding="utf-8")
     return src
 
-def sphinx(src: Path, html: Path, run_label: str) -> None:
-    "Build `src` into `html` with docs/conf.py; Sphinx's warnings are printed, its errors stop the build."
+def sphinx(src: Path, html: Path, built_from: str) -> None:
+    "Build `src` into `html` with docs/conf.py (`built_from` goes in the footer); errors stop the build."
     shutil.rmtree(html, ignore_errors=True)
-    env = {**os.environ, "MUOMNI_SITE_RUN": run_label}
+    env = {**os.environ, "MUOMNI_SITE_FROM": built_from}
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(ROOT / "docs"), "-d", str(html.parent / "doctrees"),
            str(src), str(html)]
     r = subprocess.run(cmd, env=env)
@@ -116,8 +116,9 @@ def sphinx(src: Path, html: Path, run_label: str) -> None:
 def build(run: Path, out: Path, run_missing: bool = True) -> Path:
     "The whole build: stage the pages, run Sphinx; return <out>/html."
     run, out = run.resolve(), out.resolve()
-    label = str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else run.name
-    sphinx(stage(run, out, run_missing), out / "html", label)
+    src = stage(run, out, run_missing)
+    where = f" in <code>{run.relative_to(ROOT)}</code>" if run.is_relative_to(ROOT) else ""
+    sphinx(src, out / "html", f"the executed notebooks of a <code>{run_preset(run)}</code> pipeline run{where}")
     print(f"[docs] site: {out / 'html' / 'index.html'}")
     return out / "html"
 
