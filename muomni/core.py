@@ -805,7 +805,7 @@ class Trainer:
                     pending = []
                     self._log(dict(step=self.step, lr=self.scheduler.get_last_lr()[0], **logs))
                     bar.set_postfix(loss=f"{logs['loss']:.4f}")
-                    if self.plot: self.plot.update(self.history)
+                    if self.plot: self.plot.update(self.history); t_last = time.time()     # drawing is not training
                 if cfg.val_freq and self.step % cfg.val_freq == 0 and self.step < cfg.max_steps: self._validate(); t_last = time.time()
                 if cfg.checkpoint_freq and self.step % cfg.checkpoint_freq == 0: self.save("last.pt"); t_last = time.time()
                 if cfg.max_time_s and self.train_time_s > cfg.max_time_s:
