@@ -3,15 +3,15 @@ the static site `make docs` builds from them (tools/build_docs.py), opened page 
 (tools/check_site.py). The site is built once per session from the chapters' smoke runs (conftest's `smoke_run`),
 the same executed notebooks the papermill tests check.
 
-Sphinx, MyST-NB and Chromium missing: the site tests skip, except in CI (the CI environment variable set, as
-.ci/run's caller does), where they fail: `make test` installs all three."""
+Sphinx, MyST-NB or Chromium missing: the site tests skip, except in CI (the CI environment variable set; .ci/run
+sets it), where they fail. `make test` installs all three."""
 import importlib.util, json, os, re, shutil, sys
 
 import nbformat
 import papermill as pm
 import pytest
 
-from conftest import NBS, ROOT
+from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
 import build_docs, check_site
