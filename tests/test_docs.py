@@ -69,7 +69,7 @@ def smoke_site(smoke_run, tmp_path_factory):
 def test_site_has_a_page_per_chapter_in_book_order(smoke_site):
     html = smoke_site / "html"
     chapters = [n.removesuffix(".ipynb") for n in build_docs.book_order()]
-    assert chapters[0].startswith("26_") and chapters[-2:] == ["00_core", "01_data"]
+    assert chapters[0].startswith("26_") and chapters[-3:] == ["00_core", "01_data", "02_everyday"]
     for page in ["index", "results", "search", *chapters]: assert (html / f"{page}.html").exists(), page
     nav = re.findall(r'href="(\d\d_\w+)\.html"', (html / "index.html").read_text())
     assert list(dict.fromkeys(nav)) == chapters, nav

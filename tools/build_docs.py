@@ -4,7 +4,7 @@
     .venv/bin/python tools/build_docs.py [--run runs/laptop] [--out _site] [--no-execute]
 
 Pages, in this order: README.md as the front page, the run's results table (results.md), one page per chapter in book
-order (chapters 26 to 33, then the reference chapters 00 and 01), each with its figures, audio players, image grids
+order (chapters 26 to 33, then the reference chapters 00 to 02), each with its figures, audio players, image grids
 and tables as the run saved them. The pipeline executes 01 and 27-31; a chapter the run lacks is executed here with
 papermill at the run's preset, once (kept in <out>/executed/ until its notebook changes), or with --no-execute shown
 as committed, without outputs. Sphinx with MyST-NB and sphinx-book-theme (docs/conf.py) writes <out>/html, offline.
@@ -20,7 +20,7 @@ WIDGET_NOTE = ("<p><em>An interactive ipywidgets panel: it works in Jupyter, wit
 HIDDEN = {"hide", "default_exp"}                      # nbdev cells that are not for the reader
 
 def book_order(nbs: Path = NBS) -> list[str]:
-    "The chapter notebooks: the book's chapters (26 on) first, then the reference chapters (00, 01)."
+    "The chapter notebooks: the book's chapters (26 on) first, then the reference chapters (00-02)."
     names = sorted(p.name for p in nbs.glob("[0-9][0-9]_*.ipynb"))
     return [n for n in names if int(n[:2]) >= 26] + [n for n in names if int(n[:2]) < 26]
 
