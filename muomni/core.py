@@ -478,8 +478,17 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 def close_process_group() -> None:
-    "Destroy the process groups before the interpreter exits: left to exit, gloo's threads can abort the process."
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    """Leave the process group at exit (`init_distributed` registers this with `atexit`).
+    Why it is needed: a gloo worker thread marks a collective done, and only then drops its own reference to the
+    collective's tensors. When that is the last reference to a tensor Python has already let go of (FSDP's whole-state
+    gather drops its results on every rank but 0 at once), dropping it takes the GIL. A thread that asks for the GIL
+    while the interpreter shuts down is ended inside that C++ destructor, and the process aborts: 'terminate called
+    without an active exception'. `destroy_process_group` does not stop the threads (the sharded model and
+    `torch.distributed.nn` still hold the group), so before the interpreter shuts down this leaves the GIL and the CPU
+    to a worker still finishing its last collective. (No barrier: after an error on one rank the others never come.)"""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return
+    torch.distributed.destroy_process_group()
+    time.sleep(0.2)
 
 def barrier() -> None:
     "Wait for every rank (no-op when not distributed)."
