@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse, importlib, json, sys
 from pathlib import Path
 
-from .core import CheckpointError, load_config
+from .core import CheckpointError, TrainingPaused, load_config
 
 # %% auto #0
 __all__ = ['TRAIN_COMMANDS', 'BENCH_MODULES', 'USER_ERRORS', 'CLIError', 'stage_function', 'parse_sets', 'add_train_args',
@@ -62,8 +62,9 @@ def add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
 
 def config_from_args(args) -> object:
-    overrides = dict(max_steps=args.max_steps, device=args.device, save_dir=args.save_dir, data_dir=args.data_dir,
-                     resume=args.resume, **parse_sets(args.set))
+    flags = dict(max_steps=args.max_steps, device=args.device, save_dir=args.save_dir, data_dir=args.data_dir,
+                 resume=args.resume)
+    overrides = {**parse_sets(args.set), **{k: v for k, v in flags.items() if v is not None}}   # a flag given wins over --set
     return load_config(args.config, preset=args.preset, **overrides)
 
 # %% ../nbs/33_cli.ipynb #a8649966
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"muomni {args.command}: interrupted", file=sys.stderr)
         return 130
+    except TrainingPaused as e:                        # stop_after: a session ended on purpose, not a failure
+        print(f"muomni {args.command}: {e}")
+        return 0
     if isinstance(result, dict) and args.command in TRAIN_COMMANDS:
         print(json.dumps(result, indent=2, default=str))
     return 0
