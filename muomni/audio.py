@@ -20,7 +20,8 @@ from torch import nn
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
                          pick_device, seed_everything, CheckpointError, StepBatchSampler, LengthBucketSampler, to_device,
-                         autocast, amp_dtype_for, find_checkpoint, bench_train_step)
+                         autocast, amp_dtype_for, find_checkpoint, bench_train_step, dist_info, main_process_first,
+                         on_rank0)
 from . import data
 
 # %% auto #0
@@ -90,8 +91,13 @@ class ConvDownsampler(nn.Module):
         for _ in range(self.n_halvings): size = (size + 1) // 2
         return size
 
-    def forward(self, mel):                      # (B, T, n_mels) -> (B, T', d_model)
-        x = self.convs(mel.unsqueeze(1))         # (B, C, T', F')
+    def forward(self, mel, lengths=None):        # (B, T, n_mels) -> (B, T', d_model)
+        x = mel.unsqueeze(1)                     # (B, 1, T, F)
+        for conv, act in zip(self.convs[::2], self.convs[1::2]):
+            x = act(conv(x))
+            if lengths is not None:              # frames past an utterance's end back to 0 (a conv of zeros is its bias):
+                lengths = (lengths + 1) // 2     # the next conv then sees what it sees alone, unpadded, in any batch
+                x = x.masked_fill((torch.arange(x.shape[2], device=x.device) >= lengths[:, None])[:, None, :, None], 0.0)
         b, c, t, f = x.shape
         return self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
 
@@ -170,7 +176,7 @@ class AudioEncoder(nn.Module):
         real = torch.arange(t, device=mel.device)[None] < lengths[:, None]
         x = ((mel - self.mel_mean) / self.mel_std).masked_fill(~real[..., None], 0.0)
         if self.training if augment is None else augment: x = self.spec_augment(x)
-        x = self.downsample(x)
+        x = self.downsample(x, lengths)
         lengths = self.downsample.out_size(lengths)
         keep = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
         x = self.drop(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device).to(x.dtype))
@@ -467,18 +473,20 @@ def final_metrics(model, cfg: AudioEncoderConfig, val: dict, lm: CharNgramLM | N
 
 def train_audio_enc(cfg: AudioEncoderConfig, plot: bool = True) -> dict:
     "Stage B: train AuT-Tiny with CTC on synthetic speech; returns (and writes) held-out metrics."
-    train, val = speech_features(cfg)
+    with main_process_first(cfg.device):                  # under torchrun: rank 0 synthesizes, the others read its cache
+        train, val = speech_features(cfg)
+        lm_text = lm_texts(cfg, train["texts"]) if cfg.lm_order else None
     seed_everything(cfg.seed)
     model = AudioEncoder(cfg).fit_normalizer(train["mels"])
     print(f"AudioEncoder {human(count_parameters(model))} parameters; {len(train['mels'])} training and "
           f"{len(val['mels'])} held-out utterances ({sum(m.shape[0] for m in train['mels']) / 6000:.0f} min of training audio)")
-    lm = CharNgramLM(cfg.lm_order).fit(lm_texts(cfg, train["texts"])) if cfg.lm_order else None
+    lm = CharNgramLM(cfg.lm_order).fit(lm_text) if cfg.lm_order else None
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(val, cfg), collate_fn=collate_speech,
                       best="cer", best_mode="min", plot=plot, lengths=[m.shape[0] for m in train["mels"]])
-    if lm is not None: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
+    if lm is not None and dist_info()[0] == 0: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
     last = trainer.fit()
-    metrics = final_metrics(trainer.raw_model, cfg, val, lm)
+    metrics = on_rank0(final_metrics, trainer.raw_model, cfg, val, lm)
     metrics["val_loss"] = last.get("loss")
     return write_metrics(cfg, metrics, trainer, params=count_parameters(model), n_train=len(train["mels"]),
                          n_val=len(val["mels"]))

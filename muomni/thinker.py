@@ -17,7 +17,8 @@ from torch import nn
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          Trainer, write_metrics, load_checkpoint, count_parameters, human, pick_device, autocast,
-                         amp_dtype_for, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step)
+                         amp_dtype_for, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step,
+                         dist_info, main_process_first)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'tokenizer_cache_path', 'train_tokenizer',
@@ -226,6 +227,8 @@ class MoE(nn.Module):
         for e, expert in enumerate(self.experts):
             rows, slot = (idx == e).nonzero(as_tuple=True)
             if rows.numel(): out.index_add_(0, rows, expert(x[rows]) * weight[rows, slot, None])
+            elif self.training and torch.is_grad_enabled():   # no token chose it: it joins the graph with a zero gradient,
+                out = out + 0.0 * sum(p.sum() for p in expert.parameters())   # as DDP and FSDP want every parameter
         n_exp = probs.shape[-1]
         frac = F.one_hot(idx, n_exp).float().sum((0, 1)) / idx.numel()   # share of routed slots per expert
         self.aux_loss = n_exp * (frac * probs.mean(0)).sum()
@@ -530,12 +533,12 @@ def prepare_text(cfg: ThinkerConfig):
 def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     "Stage A: train the tokenizer and the Thinker on `cfg`; return (and write) the held-out metrics."
     t0 = time.time()
-    tok, train_ids, val_ids = prepare_text(cfg)
+    with main_process_first(cfg.device): tok, train_ids, val_ids = prepare_text(cfg)     # under torchrun: built once
     if tok.vocab_size != cfg.vocab_size:
         print(f"note: the corpus only supports {tok.vocab_size} BPE tokens; using that")
         cfg.vocab_size = tok.vocab_size
     save_dir = resolve_path(cfg.save_dir)
-    tok.save(save_dir / "tokenizer.json")
+    if dist_info()[0] == 0: tok.save(save_dir / "tokenizer.json")
     val_w = eval_windows(val_ids, cfg.ctx_len, cfg.eval_tokens)
     val_chars = count_chars(tok, val_w)
     print(f"train {len(train_ids):,} tokens, held-out {len(val_ids):,} tokens (scoring {val_w[:, 1:].numel():,} "
@@ -554,7 +557,7 @@ def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     if cfg.final_eval_tokens != cfg.eval_tokens:          # the reported figure scores all held-out windows by default
         val_w = eval_windows(val_ids, cfg.ctx_len, cfg.final_eval_tokens)
         val_chars = count_chars(tok, val_w)
-        with torch.no_grad(), autocast(trainer.device, trainer.amp_dtype): final = text_metrics(model.eval(), val_w, val_chars)
+        final = trainer.evaluate(lambda m: text_metrics(m, val_w, val_chars))
         print(f"held-out plays, {val_w[:, 1:].numel():,} tokens: val_nats_per_char={final['val_nats_per_char']:.4f}, "
               f"val_perplexity={final['val_perplexity']:.2f}")
     metrics = dict(val_nats_per_char=final["val_nats_per_char"], val_perplexity=final["val_perplexity"],
