@@ -85,7 +85,8 @@ def stage_args(stage: str, parts: dict) -> tuple[str, list]:
     steps = ["--set", f"max_steps={STEPS[stage]}"]
     if stage in ("A", "Axl"):   # Axl: the xl Thinker's file at smoke size (MoE, activation checkpointing, accumulation, FSDP)
         return "train-text", ["--config", f"configs/thinker_{'xl' if stage == 'Axl' else 'tiny'}.json", *steps,
-                              "--set", "val_freq=4", "--set", "eval_tokens=512", "--set", "final_eval_tokens=512"]
+                              "--set", "val_freq=4", "--set", "eval_tokens=512", "--set", "final_eval_tokens=512",
+                              "--set", "sample_tokens=4"]
     if stage == "B":        # no dropout or SpecAugment: masks drawn for a batch differ from masks drawn for its halves
         return "train-audio-enc", ["--config", "configs/audio_enc_tiny.json", *steps, "--set", "dropout=0",
                                    "--set", "freq_masks=0", "--set", "time_masks=0"]
@@ -96,7 +97,7 @@ def stage_args(stage: str, parts: dict) -> tuple[str, list]:
         return "train-talker", ["--config", "configs/talker_tiny.json", *steps, "--set", f"codec_steps={STEPS['D']}",
                                 "--set", f"asr_dir={parts['B']}"]
     return "sft-omni", ["--config", "configs/omni_sft_tiny.json", *steps, "--set", "lr_schedule=steps", "--set", "max_time_s=0",
-                        "--set", "val_freq=3", "--thinker", parts["A"], "--audio_encoder", parts["B"],
+                        "--set", "val_freq=0", "--set", "asr_decoder=greedy", "--thinker", parts["A"], "--audio_encoder", parts["B"],
                         "--vision_encoder", parts["C"], "--talker", parts["D"]]
 
 @pytest.fixture(scope="module")
