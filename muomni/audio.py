@@ -18,7 +18,8 @@ from torch import nn
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
                          pick_device, seed_everything, CheckpointError, StepBatchSampler, LengthBucketSampler, to_device,
-                         autocast, amp_dtype_for, find_checkpoint, bench_train_step, cached_load)
+                         autocast, amp_dtype_for, find_checkpoint, bench_train_step, cached_load, dist_info, main_process_first,
+                         on_rank0)
 from . import data
 
 # %% auto #0
@@ -521,20 +522,22 @@ def tune_decoder(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM, g
 
 def train_audio_enc(cfg: AudioEncoderConfig, plot: bool = True) -> dict:
     "Stage B: train AuT-Tiny with CTC on synthetic speech; returns (and writes) the test sets' metrics."
-    feats = speech_features(cfg)
+    with main_process_first(cfg.device):                  # under torchrun: rank 0 synthesizes, the others read its cache
+        feats = speech_features(cfg)
+        lm_text = lm_texts(cfg, feats["train"]["texts"]) if cfg.lm_order else None
     train = feats["train"]
     seed_everything(cfg.seed)
     model = AudioEncoder(cfg).fit_normalizer(train["mels"])
     print(f"AudioEncoder {human(count_parameters(model))} parameters; {len(train['mels'])} training utterances "
           f"({sum(m.shape[0] for m in train['mels']) / 6000:.0f} min of audio); tune {len(feats['tune']['mels'])}, "
           f"test {len(feats['test']['mels'])} + {len(feats['test_accent']['mels'])} (unseen accent)")
-    lm = CharNgramLM(cfg.lm_order).fit(lm_texts(cfg, train["texts"])) if cfg.lm_order else None
+    lm = CharNgramLM(cfg.lm_order).fit(lm_text) if cfg.lm_order else None
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     trainer = Trainer(model, cfg, SpeechDataset(train), ctc_loss, make_eval_fn(feats["tune"], cfg), collate_fn=AugmentingCollate(cfg),
                       best="cer", best_mode="min", plot=plot, lengths=[m.shape[0] for m in train["mels"]])
-    if lm is not None: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
+    if lm is not None and dist_info()[0] == 0: atomic_write(trainer.save_dir / "char_lm.pt", lambda t: torch.save(lm.state_dict(), t))
     last = trainer.fit()
-    metrics = final_metrics(trainer.raw_model, cfg, feats, lm)
+    metrics = on_rank0(final_metrics, trainer.raw_model, cfg, feats, lm)
     metrics["tune_loss"] = last.get("loss")
     return write_metrics(cfg, metrics, trainer, params=count_parameters(model), n_train=len(train["mels"]))
 

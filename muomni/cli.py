@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse, importlib, json, os, sys
 from pathlib import Path
 
-from .core import HOME_ENV, CheckpointError, load_config, project_root
+from .core import HOME_ENV, CheckpointError, TrainingPaused, load_config, project_root
 
 # %% auto #0
 __all__ = ['TRAIN_COMMANDS', 'BENCH_MODULES', 'USER_ERRORS', 'CLIError', 'stage_function', 'parse_sets', 'add_train_args',
@@ -60,8 +60,9 @@ def add_train_args(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
 
 def config_from_args(args) -> object:
-    overrides = dict(max_steps=args.max_steps, device=args.device, save_dir=args.save_dir, data_dir=args.data_dir,
-                     resume=args.resume, **parse_sets(args.set))
+    flags = dict(max_steps=args.max_steps, device=args.device, save_dir=args.save_dir, data_dir=args.data_dir,
+                 resume=args.resume)
+    overrides = {**parse_sets(args.set), **{k: v for k, v in flags.items() if v is not None}}   # a flag given wins over --set
     return load_config(args.config, preset=args.preset, **overrides)
 
 # %% ../nbs/33_cli.ipynb #a8649966
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"muomni {args.command}: interrupted", file=sys.stderr)
         return 130
+    except TrainingPaused as e:                        # stop_after: a session ended on purpose, not a failure
+        print(f"muomni {args.command}: {e}")
+        return 0
     finally:
         if args.home: os.environ.pop(HOME_ENV) if before is None else os.environ.update({HOME_ENV: before})
     if isinstance(result, dict) and args.command in TRAIN_COMMANDS:

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #302bba00
 from __future__ import annotations
 import dataclasses, importlib, json, math, os, random, sys, time, typing
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +21,9 @@ __all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIN
            'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'cached_load', 'warmup_cosine', 'StepBatchSampler',
            'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels', 'LivePlot', 'show_figures_inline',
-           'ProgressLine', 'progress_file', 'wav_bytes16', 'audio_bundle', 'audio_player', 'to_device', 'param_groups',
-           'dist_info', 'init_distributed', 'close_process_group', 'barrier', 'shard_model', 'full_state',
+           'ProgressLine', 'progress_file', 'wav_bytes16', 'audio_bundle', 'audio_player', 'TrainingPaused',
+           'to_device', 'param_groups', 'dist_info', 'init_distributed', 'close_process_group', 'is_distributed',
+           'barrier', 'broadcast_object', 'broadcast_', 'on_rank0', 'main_process_first', 'shard_model', 'full_state',
            'load_full_state', 'Trainer', 'write_metrics', 'count_parameters', 'human', 'measure_matmul_flops',
            'time_it', 'train_step_flops', 'flop_utilisation', 'bench_train_step', 'demo_problem', 'train_demo']
 
@@ -114,7 +115,8 @@ class TrainConfig:
     print_freq: int = 50
     num_workers: int = 0
     drop_last: bool = True
-    resume: bool = False
+    resume: bool = False                 # continue from <save_dir>/last.pt (an error when there is none)
+    stop_after: int = 0                  # stop after this step, saving last.pt, to go on later with resume=True
 
 CONFIG_KINDS: dict[str, type] = {}
 KIND_MODULES = dict(thinker="muomni.thinker", audio="muomni.audio", vision="muomni.vision",
@@ -589,6 +591,9 @@ def audio_player(wave, sample_rate: int, label: str | None = None) -> None:
 
 # %% ../nbs/00_core.ipynb #85c31da3
 import atexit
+class TrainingPaused(Exception):
+    "Raised by `Trainer.fit` when it stops at `stop_after` (last.pt saved): run again with resume=True to go on."
+
 def to_device(batch, device: torch.device):
     "Move tensors inside nested tuples/lists/dicts to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -622,12 +627,51 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 def close_process_group() -> None:
-    "Destroy the process groups before the interpreter exits: left to exit, gloo's threads can abort the process."
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+    """Leave the process group at exit (`init_distributed` registers this with `atexit`).
+    Why it is needed: a gloo worker thread marks a collective done, and only then drops its own reference to the
+    collective's tensors. When that is the last reference to a tensor Python has already let go of (FSDP's whole-state
+    gather drops its results on every rank but 0 at once), dropping it takes the GIL. A thread that asks for the GIL
+    while the interpreter shuts down is ended inside that C++ destructor, and the process aborts: 'terminate called
+    without an active exception'. `destroy_process_group` does not stop the threads (the sharded model and
+    `torch.distributed.nn` still hold the group), so before the interpreter shuts down this leaves the GIL and the CPU
+    to a worker still finishing its last collective. (No barrier: after an error on one rank the others never come.)"""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return
+    torch.distributed.destroy_process_group()
+    time.sleep(0.2)
+
+def is_distributed() -> bool: return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 def barrier() -> None:
     "Wait for every rank (no-op when not distributed)."
-    if torch.distributed.is_available() and torch.distributed.is_initialized(): torch.distributed.barrier()
+    if is_distributed(): torch.distributed.barrier()
+
+def broadcast_object(obj, src: int = 0):
+    "Rank `src`'s `obj` (anything picklable) on every rank; `obj` itself when not distributed. Every rank calls it."
+    if not is_distributed(): return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=src)
+    return box[0]
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    "Overwrite `tensor` in place with rank `src`'s values (no-op when not distributed). Every rank calls it."
+    if is_distributed(): torch.distributed.broadcast(tensor, src=src)
+    return tensor
+
+def on_rank0(fn, *args, **kwargs):
+    "`fn(*args, **kwargs)` computed once, on rank 0, and its result returned on every rank (work done once: a final evaluation, say)."
+    return broadcast_object(fn(*args, **kwargs) if dist_info()[0] == 0 else None)
+
+@contextmanager
+def main_process_first(device: str = "auto"):
+    """Run the block on rank 0 first while the other ranks wait, then on the others: rank 0 builds the data and
+    writes the caches, the others find them ready (no two processes writing one folder). Joins the torchrun process
+    group when it is not joined yet; without torchrun it just runs the block. If rank 0 fails inside the block, the
+    others wait until torchrun stops them."""
+    init_distributed(pick_device(device))
+    first = dist_info()[0] == 0
+    if not first: barrier()
+    yield
+    if first: barrier()
 
 def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Shard `model` across the ranks with FSDP2 (`fully_shard`), in place: each item of its `nn.ModuleList`s (the
@@ -699,7 +743,11 @@ class Trainer:
             gloo = torch.distributed.get_backend() == "gloo"
             self._clock_group = torch.distributed.group.WORLD if gloo else torch.distributed.new_group(backend="gloo")
         if cfg.compile: self.model = torch.compile(self.model)
-        if cfg.resume and (self.save_dir / "last.pt").exists(): self.load(self.save_dir / "last.pt")
+        if cfg.resume:
+            if not (self.save_dir / "last.pt").exists():
+                raise FileNotFoundError(f"resume=True, but {self.save_dir / 'last.pt'} does not exist: nothing to resume "
+                                        "(check save_dir, or leave resume off to start a new run)")
+            self.load(self.save_dir / "last.pt")
 
     def lr_factor(self, step: int) -> float:
         "LR multiplier at `step`: warmup + cosine over max_steps, or over the time budget when that runs out first."
@@ -752,15 +800,20 @@ class Trainer:
             yield to_device(batch, self.device)
 
     # -- evaluation --------------------------------------------------------------------------------------------
-    def evaluate(self) -> dict:
-        if self.eval_fn is None: return {}
-        model = unwrap(self.model)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad(), autocast(self.device, self.amp_dtype):
-            metrics = {k: (float(v) if isinstance(v, (int, float, torch.Tensor)) else v) for k, v in self.eval_fn(model).items()}
-        model.train(was_training)
-        return metrics
+    def evaluate(self, eval_fn=None) -> dict:
+        """`eval_fn(model)` (default: the Trainer's) in eval mode, without gradients, under autocast. Rank 0 computes
+        it (every rank, for a sharded model that needs them all to run) and every rank returns rank 0's dict."""
+        eval_fn = eval_fn or self.eval_fn
+        if eval_fn is None: return {}
+        metrics = {}
+        if self.is_main or self.sharded:
+            model = unwrap(self.model)
+            was_training = model.training
+            model.eval()
+            with torch.no_grad(), autocast(self.device, self.amp_dtype):
+                metrics = {k: (float(v) if isinstance(v, (int, float, torch.Tensor)) else v) for k, v in eval_fn(model).items()}
+            model.train(was_training)
+        return broadcast_object(metrics)
 
     def _is_better(self, value) -> bool:
         if self.best_value is None: return True
@@ -772,20 +825,31 @@ class Trainer:
         with open(self.save_dir / "history.jsonl", "a", encoding="utf-8") as f: f.write(json.dumps(record) + "\n")
 
     def _validate(self) -> dict:
-        # rank 0 evaluates while the others wait at the barrier; a sharded model needs every rank to run it
-        metrics = self.evaluate() if (self.is_main or self.sharded) else {}
-        barrier()
+        metrics = self.evaluate()                       # rank 0's numbers on every rank, so all agree on best.pt
         if not metrics: return metrics
-        improved = [self.best in metrics and self._is_better(metrics[self.best])]
-        if self.sharded: torch.distributed.broadcast_object_list(improved, src=0)    # rank 0's verdict for all
-        if improved[0]: self.best_value = metrics[self.best]
+        improved = self.best in metrics and self._is_better(metrics[self.best])
+        if improved: self.best_value = metrics[self.best]
         if self.is_main:
             self._log(dict(step=self.step, val=metrics))
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
             print(f"step {self.step}: {shown}")
-        if improved[0]: self.save("best.pt")
+        if improved: self.save("best.pt")
         if self.is_main and self.plot: self.plot.update(self.history, force=True)
         return metrics
+
+    def check_replicas(self) -> None:
+        """Under DDP every rank must hold the same weights (the all-reduced gradients keep them so); a change made
+        outside the optimizer on one rank only (a codebook restart from the rank's own batch, say) would train
+        the ranks apart without any error. Compare a checksum of every parameter across the ranks and raise."""
+        if self.world_size == 1 or self.sharded: return
+        sums = torch.stack([p.detach().double().sum() for p in self.raw_model.parameters()]).cpu()
+        everyone = [None] * self.world_size
+        torch.distributed.all_gather_object(everyone, sums)
+        names = [n for n, _ in self.raw_model.named_parameters()]
+        for r, other in enumerate(everyone):
+            bad = [n for n, a, b in zip(names, sums.tolist(), other.tolist()) if a != b]
+            if bad: raise RuntimeError(f"rank {r}'s weights differ from rank {self.rank}'s in {bad[:5]}: a change made "
+                                       "outside the optimizer step on one rank only")
 
     def _shared_clock(self) -> float:
         "Training seconds so far by rank 0's clock, on every rank (the rank's own when not distributed)."
@@ -820,9 +884,11 @@ class Trainer:
         return sums
 
     def fit(self, until: int | None = None) -> dict:
-        "Train to `max_steps` (or stop after step `until`, saving `last.pt`); return the final held-out metrics."
+        """Train to `max_steps` and return the final held-out metrics (the same dict on every rank). Stopping early
+        (after step `until`, or `stop_after` of the config) saves `last.pt`; `until` then returns {}, `stop_after`
+        raises `TrainingPaused`, so that a stage does not go on to report a half-trained model."""
         from tqdm import tqdm
-        cfg, stop_at = self.cfg, min(until or self.cfg.max_steps, self.cfg.max_steps)
+        cfg, stop_at = self.cfg, min(s for s in (until, self.cfg.stop_after, self.cfg.max_steps) if s)
         self.model.train()
         batches = self._batches()
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc=self.name, mininterval=5, disable=not self.is_main,
@@ -851,7 +917,11 @@ class Trainer:
             raise
         bar.close()
         self.save("last.pt")
-        if self.step < cfg.max_steps and until is not None: return {}
+        self.check_replicas()
+        if self.step < cfg.max_steps and self.step >= stop_at:
+            if until is not None: return {}
+            raise TrainingPaused(f"{self.name} stopped after step {self.step} (stop_after) and saved "
+                                 f"{self.save_dir / 'last.pt'}: run again with resume=True to continue")
         metrics = self._validate()
         self.save("final.pt")
         if self.plot: self.plot.update(self.history, force=True); self.plot.save()
@@ -859,13 +929,14 @@ class Trainer:
 
 # %% ../nbs/00_core.ipynb #a06c1721
 def write_metrics(cfg: TrainConfig, metrics: dict, trainer: Trainer | None = None, **extra) -> dict:
-    "Add preset, device and train_time_s to `metrics`, write `<save_dir>/metrics.json`, return the dict."
+    """Add preset, device and train_time_s to `metrics`, write `<save_dir>/metrics.json` (rank 0) and return the
+    dict: rank 0's on every rank under torchrun (each rank's own clock would differ in train_time_s)."""
     out = dict(preset=cfg.preset, device=str(trainer.device if trainer else pick_device(cfg.device)),
                train_time_s=round(trainer.train_time_s, 2) if trainer else extra.pop("train_time_s", None),
                steps=trainer.step if trainer else None, **extra)
     out.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})
     if dist_info()[0] == 0: atomic_write_json(out, resolve_path(cfg.save_dir) / "metrics.json")
-    return out
+    return broadcast_object(out)
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters (shared tensors counted once)."

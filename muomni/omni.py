@@ -19,7 +19,8 @@ from fastcore.basics import patch
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          atomic_write_json, Trainer, write_metrics, load_checkpoint, count_parameters, human,
                          pick_device, seed_everything, config_dict, CheckpointError, amp_dtype_for, autocast,
-                         find_checkpoint, LengthBucketSampler, bench_train_step, config_dir)
+                         find_checkpoint, LengthBucketSampler, bench_train_step, config_dir, dist_info, main_process_first,
+                         on_rank0)
 
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'HONEST_REPLIES',
@@ -355,7 +356,11 @@ class Omni(nn.Module):
         "Token embeddings with the projected image tokens and audio frames written into their slots."
         x = self.thinker.embed(ids)
         for slots, feats, proj in ((image_slots, image_feats, self.vision_proj), (audio_slots, audio_feats, self.audio_proj)):
-            if slots is None or not bool(slots.any()): continue
+            if slots is None or not bool(slots.any()):
+                # A batch without pictures (or sounds) leaves a projector out of the loss. Under torchrun, DDP waits
+                # for a gradient of every parameter, so each projector still joins the graph, with a zero gradient
+                if self.training and torch.is_grad_enabled(): x = x + 0.0 * sum(p.sum() for p in proj.parameters())
+                continue
             soft = proj(feats.to(x.device)).reshape(-1, x.shape[-1]).to(x.dtype)
             if soft.shape[0] != int(slots.sum()):
                 raise ValueError(f"{int(slots.sum())} slots but {soft.shape[0]} projected tokens")
@@ -954,14 +959,14 @@ def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=N
     omni = Omni(cfg, parts["thinker"], parts["tokenizer"], parts["vision"], parts["audio"], parts["talker"]).to(pick_device(cfg.device))
     print(f"Omni: {human(count_parameters(omni))} parameters, {human(count_parameters(omni, trainable_only=True))} trainable; "
           f"{omni.n_image_tokens} tokens per image")
-    data = build_sft_data(cfg, omni)
+    with main_process_first(cfg.device): data = build_sft_data(cfg, omni)    # under torchrun: caches written once
     print("data:", json.dumps(data["info"]))
     windows, n_chars = data["text"]
     from muomni import thinker as A
-    before = A.text_metrics(omni.thinker, windows, n_chars)["val_nats_per_char"]
+    before = on_rank0(lambda: A.text_metrics(omni.thinker, windows, n_chars)["val_nats_per_char"])
     print(f"held-out nats/char before SFT: {before:.4f}")
     talker_dir = talker if isinstance(talker, (str, Path)) else stage_dir(cfg, "talker") if parts["talker"] is not None else None
-    save_components(omni, cfg.save_dir, _talker_copy(parts["talker"], talker_dir, cfg.save_dir))
+    if dist_info()[0] == 0: save_components(omni, cfg.save_dir, _talker_copy(parts["talker"], talker_dir, cfg.save_dir))
     eval_fn = lambda m: {k: v for k, v in evaluate_sft(m, data, cfg, limit=cfg.eval_limit, split="tune").items() if k != "predictions"}
     train_set = data["train"]
     trainer = Trainer(omni, cfg, train_set, sft_loss, eval_fn, collate_fn=train_set.collate, best="vqa_accuracy",
@@ -969,8 +974,7 @@ def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=N
                       lengths=train_set.lengths() if cfg.length_batches else None)
     trainer.fit()
     omni.eval()
-    with torch.no_grad():
-        final = evaluate_sft(omni, data, cfg, keep_predictions=return_all)
+    with torch.no_grad(): final = on_rank0(evaluate_sft, omni, data, cfg, keep_predictions=return_all)   # once, on rank 0
     preds = final.pop("predictions", None)
     metrics = dict(final, val_nats_per_char_before=before, forgetting_nats_per_char=final["val_nats_per_char"] - before)
     out = write_metrics(cfg, metrics, trainer, **data["info"], total_time_s=round(time.time() - t0, 1))

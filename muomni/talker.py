@@ -15,7 +15,8 @@ from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
                          write_metrics, count_parameters, human, atomic_write, atomic_write_json, seed_everything, config_dict,
-                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load, broadcast_,
+                         dist_info, main_process_first, on_rank0)
 from . import data
 from .thinker import Block, KVCache, rope_tables
 
@@ -107,6 +108,9 @@ class ResidualVQ(nn.Module):
                 self.codebooks.data[i, idx] = r[pick] + 1e-3 * torch.randn(len(idx), self.dim, device=r.device)
                 self.usage[i, idx] = 1.0 / self.size
                 n += len(idx)
+            # under torchrun each rank drew its new codes from its own batch: rank 0's codebook goes to every rank,
+            # or the ranks would go on training different codebooks
+            broadcast_(self.codebooks.data[i])
             r = r - self.codebooks[i][self.nearest(r, i)]
         return n
 
@@ -338,7 +342,8 @@ def codec_config(cfg: TalkerConfig) -> CodecConfig:
                        lr_schedule=cfg.lr_schedule if cfg.codec_max_time_s else "steps", val_freq=cfg.codec_steps // 3 if cfg.codec_steps >= 30 else 0,
                        checkpoint_freq=cfg.codec_steps, print_freq=max(min(50, cfg.codec_steps // 5), 1),
                        hidden=cfg.codec_hidden, latent_dim=cfg.codec_latent_dim, codebooks=cfg.codebooks,
-                       codebook_size=cfg.codebook_size, window=cfg.codec_window, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype)
+                       codebook_size=cfg.codebook_size, window=cfg.codec_window, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype,
+                       resume=cfg.resume)
 
 # %% ../nbs/30_stage_d.ipynb #6e308fd5
 def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[dict]]:
@@ -673,7 +678,7 @@ def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict 
     roundtrip_wer, ...) and returns the latter. `judge`: (name, transcribe) or None for Stage B's ASR;
     `codec`: an already trained (codec, codec_metrics) pair to reuse."""
     t_start = time.time()
-    corpus = corpus or speech_corpus(cfg)
+    with main_process_first(cfg.device): corpus = corpus or speech_corpus(cfg)     # under torchrun: synthesized once
     codec, codec_m = codec or train_codec(codec_config(cfg), [u["mel"] for u in corpus["train"]], [u["mel"] for u in corpus["test"]], plot=plot)
     torch.manual_seed(cfg.seed)
     talker = Talker(cfg, phone_inventory(corpus["train"]))
@@ -681,7 +686,7 @@ def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict 
     loss_fn = lambda m, b: talker_loss(m, b, cfg.dur_weight)
     trainer = Trainer(talker, cfg, train, loss_fn, eval_fn=talker_eval_fn(test), collate_fn=collate_talker,
                       best="loss", plot=plot, name="talker")
-    save_talker_extras(cfg.save_dir, talker)
+    if dist_info()[0] == 0: save_talker_extras(cfg.save_dir, talker)
     test_m = trainer.fit()
     talker = attach_codec(talker.eval(), codec)
     metrics = dict(recon_mse=codec_m["recon_mse"], recon_mse_logmel=codec_m["recon_mse_logmel"],
@@ -689,7 +694,7 @@ def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict 
                    code_perplexity=[codec_m[k] for k in sorted(codec_m) if k.startswith("perplexity_")],
                    codec_train_time_s=codec_m.get("train_time_s"), test_code_acc0=test_m.get("acc0"), test_code_acc1=test_m.get("acc1"),
                    core_params=talker.core_parameters(), conditioning_params=count_parameters(talker.cond))
-    metrics.update(roundtrip_metrics(talker, corpus["test"][:cfg.n_eval], judge or asr_judge(cfg)))
+    metrics.update(on_rank0(lambda: roundtrip_metrics(talker, corpus["test"][:cfg.n_eval], judge or asr_judge(cfg))))    # once, on rank 0
     metrics["wall_time_s"] = round(time.time() - t_start, 1)
     return write_metrics(cfg, metrics, trainer, codec_dir=cfg.codec_dir)
 

@@ -5,7 +5,7 @@ Shakespeare with held-out plays for validation."""
 
 # %% ../nbs/27_stage_a.ipynb #1b7f0c02
 from __future__ import annotations
-import hashlib, json, math, time
+import hashlib, json, math, statistics, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,14 +15,16 @@ from torch import nn
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          Trainer, write_metrics, load_checkpoint, count_parameters, human, pick_device, autocast,
-                         amp_dtype_for, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step)
+                         amp_dtype_for, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step,
+                         dist_info, main_process_first, cpu_has_bf16)
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'tokenizer_cache_path', 'train_tokenizer',
            'rope_tables', 'apply_rope', 'KVCache', 'Attention', 'SwiGLU', 'MoE', 'Block', 'Thinker', 'param_breakdown',
-           'incremental_logits', 'sample_next', 'generate', 'complete', 'text_corpus', 'PackedText',
-           'stream_cache_path', 'token_stream', 'eval_windows', 'count_chars', 'text_nll', 'text_metrics', 'lm_loss',
-           'show_samples', 'train_documents', 'prepare_text', 'train_text', 'load_thinker', 'count_samples', 'bench']
+           'incremental_logits', 'sample_next', 'generate', 'complete', 'pack_weight', 'packed_matmul', 'FastDecoder',
+           'text_corpus', 'PackedText', 'stream_cache_path', 'token_stream', 'eval_windows', 'count_chars', 'text_nll',
+           'text_metrics', 'lm_loss', 'show_samples', 'train_documents', 'prepare_text', 'train_text', 'load_thinker',
+           'count_samples', 'read_bandwidth', 'decode_weight_bytes', 'bench']
 
 # %% ../nbs/27_stage_a.ipynb #11fae109
 @register_config("thinker")
@@ -224,6 +226,8 @@ class MoE(nn.Module):
         for e, expert in enumerate(self.experts):
             rows, slot = (idx == e).nonzero(as_tuple=True)
             if rows.numel(): out.index_add_(0, rows, expert(x[rows]) * weight[rows, slot, None])
+            elif self.training and torch.is_grad_enabled():   # no token chose it: it joins the graph with a zero gradient,
+                out = out + 0.0 * sum(p.sum() for p in expert.parameters())   # as DDP and FSDP want every parameter
         n_exp = probs.shape[-1]
         frac = F.one_hot(idx, n_exp).float().sum((0, 1)) / idx.numel()   # share of routed slots per expert
         self.aux_loss = n_exp * (frac * probs.mean(0)).sum()
@@ -430,6 +434,88 @@ def complete(model: Thinker, tokenizer: TextTokenizer, prompt: str, max_new_toke
     new = generate(model, ids, max_new_tokens, eos_id=tokenizer.eos_id, stream=on_token, **kw)
     return tokenizer.decode(new[0], skip_special=True)
 
+# %% ../nbs/27_stage_a.ipynb #fa57dec0
+def pack_weight(w: torch.Tensor, weights: str = "float32"):
+    "A (out, in) weight as `FastDecoder` keeps it: float32, bf16, or (int8 matrix, bf16 scale per output row)."
+    w = w.detach().float()
+    if weights == "float32": return w.contiguous()
+    if weights == "bf16": return w.to(torch.bfloat16).contiguous()
+    scale = w.abs().amax(1).clamp_min(1e-12) / 127
+    return (w / scale[:, None]).round().to(torch.int8).contiguous(), scale.to(torch.bfloat16)
+
+def packed_matmul(x: torch.Tensor, w) -> torch.Tensor:
+    "x (..., in) times a packed weight, transposed, as float32 (int8: PyTorch's weight-only int8 kernel)."
+    if isinstance(w, tuple):
+        y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), *w)
+        return y.view(*x.shape[:-1], -1).float()
+    return F.linear(x.to(w.dtype), w).float()
+
+class FastDecoder:
+    "Fast batch generation with a trained dense Thinker: see above. Prompts start at position 0, without padding."
+    def __init__(self, model: Thinker, weights: str = "float32", max_len: int = 2048):
+        cfg = model.cfg
+        if weights not in ("float32", "bf16", "int8"): raise ValueError(f"weights must be float32, bf16 or int8, got {weights!r}")
+        if cfg.use_moe: raise NotImplementedError("FastDecoder runs dense Thinkers; use generate for a mixture of experts")
+        self.cfg, self.weights, self.max_len, self.hd = cfg, weights, max_len, cfg.d_model // cfg.n_heads
+        pack = lambda *linears: pack_weight(torch.cat([m.weight for m in linears]), weights)
+        self.layers = [dict(norm1=b.attn_norm.weight.detach().float(), qkv=pack(b.attn.wq, b.attn.wk, b.attn.wv),
+                            wo=pack(b.attn.wo), norm2=b.ffn_norm.weight.detach().float(), w13=pack(b.ffn.w1, b.ffn.w3),
+                            w2=pack(b.ffn.w2)) for b in model.blocks]
+        self.embed, self.norm = model.embed_tokens.weight.detach().float(), model.norm.weight.detach().float()
+        self.head = pack(model.lm_head)
+        self.cos, self.sin = rope_tables(self.hd, max_len, cfg.rope_theta, device=self.embed.device)
+        self.keys = self.values = []
+
+    def _block(self, x: torch.Tensor, L: dict, i: int, pos: int) -> torch.Tensor:
+        B, T, d = x.shape
+        H, KV, hd, S, eps = self.cfg.n_heads, self.cfg.kv_groups, self.hd, pos + T, self.cfg.norm_eps
+        qkv = packed_matmul(F.rms_norm(x, (d,), L["norm1"], eps), L["qkv"])
+        qk = apply_rope(qkv[..., :d + KV * hd].view(B, T, H + KV, hd).transpose(1, 2), self.cos[pos:S], self.sin[pos:S])
+        self.keys[i][:, :, pos:S] = qk[:, H:]
+        self.values[i][:, :, pos:S] = qkv[..., d + KV * hd:].view(B, T, KV, hd).transpose(1, 2)
+        q, K, V = qk[:, :H], self.keys[i][:, :, :S], self.values[i][:, :, :S]
+        if T == 1:                   # one new token: each key/value head's group of query heads in one matmul
+            p = ((q.reshape(B, KV, H // KV, hd) @ K.transpose(-1, -2)) * hd ** -0.5).softmax(-1)
+            y = (p @ V).view(B, 1, d)
+        else:
+            causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(pos)
+            y = F.scaled_dot_product_attention(q, K, V, attn_mask=causal, enable_gqa=KV != H).transpose(1, 2).reshape(B, T, d)
+        x = x + packed_matmul(y, L["wo"])
+        a, b = packed_matmul(F.rms_norm(x, (d,), L["norm2"], eps), L["w13"]).chunk(2, -1)
+        return x + packed_matmul(F.silu(a) * b, L["w2"])
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, pos: int = 0, last_only: bool = True) -> torch.Tensor:
+        "Logits (B, 1 or T, vocab) of `ids` (B, T) at positions pos .. pos+T-1; their keys and values go into the cache."
+        B, T = ids.shape
+        if pos + T > self.max_len: raise ValueError(f"{pos + T} positions do not fit max_len={self.max_len}")
+        if pos == 0:                 # a new sequence: fresh cache
+            shape = (B, self.cfg.kv_groups, self.max_len, self.hd)
+            self.keys = [self.embed.new_empty(shape) for _ in self.layers]
+            self.values = [self.embed.new_empty(shape) for _ in self.layers]
+        x = self.embed[ids]
+        for i, L in enumerate(self.layers): x = self._block(x, L, i, pos)
+        return packed_matmul(F.rms_norm(x[:, -1:] if last_only else x, (x.shape[-1],), self.norm, self.cfg.norm_eps), self.head)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, eos_id: int | None = None, stream=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        "New token ids (B, n <= max_new_tokens) after `input_ids`, as `generate` returns them."
+        if input_ids.dim() == 1: input_ids = input_ids[None]
+        B, T = input_ids.shape
+        if T + max_new_tokens - 1 > self.max_len:
+            raise ValueError(f"a {T}-token prompt and {max_new_tokens} new tokens do not fit max_len={self.max_len}")
+        logits, done, new = self.forward(input_ids.to(self.embed.device))[:, -1], None, []
+        for t in range(max_new_tokens):
+            nxt = sample_next(logits, temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                nxt = nxt if done is None else torch.where(done, torch.full_like(nxt, eos_id), nxt)
+                done = nxt == eos_id if done is None else done | (nxt == eos_id)
+            new.append(nxt)
+            if stream is not None: stream(nxt[0].item() if B == 1 else nxt.tolist())
+            if (eos_id is not None and bool(done.all())) or t + 1 == max_new_tokens: break
+            logits = self.forward(nxt[:, None], T + t)[:, -1]
+        return torch.stack(new, 1) if new else torch.zeros(B, 0, dtype=torch.long, device=self.embed.device)
+
 # %% ../nbs/27_stage_a.ipynb #32f028d3
 def text_corpus(cfg: ThinkerConfig) -> dict[str, list[str]]:
     "{'train': [...], 'test': [...]}: the split registry's works (`muomni.data.registry_texts`); test works are never trained on."
@@ -527,12 +613,12 @@ def prepare_text(cfg: ThinkerConfig):
 def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     "Stage A: train the tokenizer and the Thinker on `cfg`; return (and write) the held-out metrics."
     t0 = time.time()
-    tok, train_ids, val_ids = prepare_text(cfg)
+    with main_process_first(cfg.device): tok, train_ids, val_ids = prepare_text(cfg)     # under torchrun: built once
     if tok.vocab_size != cfg.vocab_size:
         print(f"note: the corpus only supports {tok.vocab_size} BPE tokens; using that")
         cfg.vocab_size = tok.vocab_size
     save_dir = resolve_path(cfg.save_dir)
-    tok.save(save_dir / "tokenizer.json")
+    if dist_info()[0] == 0: tok.save(save_dir / "tokenizer.json")
     val_w = eval_windows(val_ids, cfg.ctx_len, cfg.eval_tokens)
     val_chars = count_chars(tok, val_w)
     print(f"train {len(train_ids):,} tokens, held-out {len(val_ids):,} tokens (scoring {val_w[:, 1:].numel():,} "
@@ -551,7 +637,7 @@ def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     if cfg.final_eval_tokens != cfg.eval_tokens:          # the reported figure scores all held-out windows by default
         val_w = eval_windows(val_ids, cfg.ctx_len, cfg.final_eval_tokens)
         val_chars = count_chars(tok, val_w)
-        with torch.no_grad(), autocast(trainer.device, trainer.amp_dtype): final = text_metrics(model.eval(), val_w, val_chars)
+        final = trainer.evaluate(lambda m: text_metrics(m, val_w, val_chars))
         print(f"held-out plays, {val_w[:, 1:].numel():,} tokens: val_nats_per_char={final['val_nats_per_char']:.4f}, "
               f"val_perplexity={final['val_perplexity']:.2f}")
     metrics = dict(val_nats_per_char=final["val_nats_per_char"], val_perplexity=final["val_perplexity"],
@@ -597,24 +683,52 @@ def count_samples(cfg: ThinkerConfig) -> int:
     return max(0, (n_tokens - 1) // cfg.ctx_len)
 
 # %% ../nbs/27_stage_a.ipynb #ef65eae1
-def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 64, batch_size: int | None = None) -> dict:
-    "Training and generation throughput (tokens/s) of the Thinker described by `cfg`."
+def read_bandwidth(device: torch.device | str = "cpu", megabytes: int = 256, repeats: int = 3) -> float:
+    "Bytes per second this machine reads from memory: a sum over a tensor larger than any cache (best of `repeats`)."
+    x = torch.ones(megabytes * 2 ** 18, device=device)
+    x.sum(); best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter(); x.sum().item(); best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best
+
+def decode_weight_bytes(model: Thinker) -> dict:
+    "Bytes of weights one generated token reads (every block and the output layer; the embedding gives one row), per format."
+    n = count_parameters(model) - model.embed_tokens.weight.numel() * (not model.cfg.tie_embeddings)
+    return dict(float32=4 * n, bf16=2 * n, int8=n)
+
+def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 256, prompt_tokens: int = 16, batch_size: int = 8,
+          train_len: int = 256, repeats: int = 3) -> dict:
+    """Training tokens/s (`batch_size` x min(`train_len`, ctx_len), in bf16 where the CPU has bf16 units) and
+    generation tokens/s at batch 1 (a `prompt_tokens` prompt, `gen_tokens` new tokens; best and median of `repeats`):
+    `generate` with and without the KV cache, and `FastDecoder` with float32, bf16 and int8 weights. With the
+    machine's read bandwidth, the ceiling a memory-bound float32 decoder could reach."""
     dev = pick_device(cfg.device)
     seed_everything(cfg.seed)
     model = Thinker(cfg).to(dev)
-    amp = amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype)
-    B, T = batch_size or cfg.batch_size, cfg.ctx_len
-    batch = torch.randint(0, cfg.vocab_size, (B, T + 1), device=dev)
-    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
-    train = bench_train_step(model, lm_loss, batch, dev, amp, train_steps)
-    prompt = torch.randint(0, cfg.vocab_size, (1, min(32, T)), device=dev)
-    out = dict(device=str(dev), params=count_parameters(model), batch_size=B, ctx_len=T,
+    amp = torch.bfloat16 if dev.type == "cpu" and cpu_has_bf16() else amp_dtype_for(dev, cfg.use_amp, cfg.amp_dtype)
+    B, T = batch_size, min(train_len, cfg.ctx_len)
+    train = bench_train_step(model, lm_loss, torch.randint(0, cfg.vocab_size, (B, T + 1), device=dev), dev, amp, train_steps)
+    out = dict(device=str(dev), threads=torch.get_num_threads(), params=count_parameters(model), batch_size=B, ctx_len=T,
                train_tokens_per_s=round(B * T / train["step_s"], 1), **train)
-    for use_cache in (True, False):
-        with autocast(dev, amp):
-            generate(model, prompt, 4, use_cache=use_cache); sync()
-            t = time.perf_counter()
-            n = generate(model, prompt, gen_tokens, temperature=0, use_cache=use_cache).shape[1]
-            sync()
-        out["gen_tokens_per_s_" + ("kv_cache" if use_cache else "no_cache")] = round(n / (time.perf_counter() - t), 1)
+    model.eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, prompt_tokens), device=dev)
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    runs = dict(kv_cache=lambda n: generate(model, prompt, n, temperature=0),
+                no_cache=lambda n: generate(model, prompt, n, temperature=0, use_cache=False))
+    for w in ("float32", "bf16", "int8") if dev.type == "cpu" else ("float32", "bf16"):
+        dec = FastDecoder(model, w, max_len=prompt_tokens + gen_tokens)
+        runs[f"fast_{w}"] = lambda n, dec=dec: dec.generate(prompt, n, temperature=0)
+    for name, gen in runs.items():
+        gen(4); rates = []
+        for _ in range(repeats):
+            sync(); t = time.perf_counter(); n = gen(gen_tokens).shape[1]; sync()
+            rates.append(n / (time.perf_counter() - t))
+        out[f"gen_tokens_per_s_{name}"], out[f"gen_tokens_per_s_{name}_median"] = round(max(rates), 1), round(statistics.median(rates), 1)
+    base = out["gen_tokens_per_s_no_cache"]
+    out.update({f"gen_speedup_{k}": round(out[f"gen_tokens_per_s_{k}"] / base, 2) for k in runs if k != "no_cache"})
+    weight_bytes = decode_weight_bytes(model)
+    out["decode_weight_mb"] = {k: round(v / 1e6, 1) for k, v in weight_bytes.items()}
+    if dev.type == "cpu":
+        bw = read_bandwidth(dev)
+        out.update(read_gb_per_s=round(bw / 1e9, 1), gen_ceiling_tokens_per_s_float32=round(bw / weight_bytes["float32"], 1))
     return out

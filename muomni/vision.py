@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, Trainer,
                          write_metrics, load_checkpoint, count_parameters, human, pick_device, atomic_write,
-                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load)
+                         amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load, main_process_first, seed_everything)
 
 # %% auto #0
 __all__ = ['DOMAINS', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'VisionConfig', 'Attention', 'Block', 'conv_stem',
@@ -464,8 +464,10 @@ def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
 def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True, return_trainer: bool = False):
     "Stage C: train ViT-Tiny on shapes and digits (watching the tune sets); returns the test sets' metrics (also in metrics.json)."
     t0 = time.time()
-    data = data or vision_data(cfg)
+    if data is None:
+        with main_process_first(cfg.device): data = vision_data(cfg)     # under torchrun: rendered once, by rank 0
     t_data = time.time() - t0
+    seed_everything(cfg.seed)                # the same weights whether the data was just rendered or read from the cache
     model = VisionClassifier(cfg)
     print(f"VisionEncoder {human(count_parameters(model.encoder))} parameters, heads {human(count_parameters(model.heads))}; "
           f"{cfg.img_size}px images, {model.encoder.n_patches} patches; {len(data['train'])} training pictures")
