@@ -11,10 +11,12 @@ sys.path.insert(0, str(ROOT))
 BLOCK = re.compile(r"<!-- results:begin -->.*?<!-- results:end -->", re.S)
 
 def results_block() -> str:
-    "The README's results table, rendered from the committed reference results (results/laptop.json)."
-    from muomni.pipeline import reference_table
+    "The README's results and parameter tables, rendered from the committed reference results (results/laptop.json)."
+    from muomni.pipeline import parameter_table, reference_table
     body = (reference_table("laptop", ROOT / "results" / "laptop.json") if (ROOT / "results" / "laptop.json").exists()
             else "No reference run is committed yet: `make pipeline` writes `results/laptop.json`.\n")
+    body += ("\nParameter counts with the book's tiny configs (`muomni.pipeline.parameter_table()`, counted, not trained):\n\n"
+             + parameter_table("tiny")[1].strip() + "\n")
     return f"<!-- results:begin -->\n{body}<!-- results:end -->"
 
 def write_results_block(index_nb: Path) -> None:
