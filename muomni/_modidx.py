@@ -173,6 +173,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'muomni.core.set_rng_state': ('core.html#set_rng_state', 'muomni/core.py'),
                              'muomni.core.shard_model': ('core.html#shard_model', 'muomni/core.py'),
                              'muomni.core.show_figures_inline': ('core.html#show_figures_inline', 'muomni/core.py'),
+                             'muomni.core.shown_path': ('core.html#shown_path', 'muomni/core.py'),
                              'muomni.core.time_it': ('core.html#time_it', 'muomni/core.py'),
                              'muomni.core.to_device': ('core.html#to_device', 'muomni/core.py'),
                              'muomni.core.train_demo': ('core.html#train_demo', 'muomni/core.py'),
