@@ -226,6 +226,7 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
     ("D", "round-trip CER on everyday test sentences / the judge's floor", "≤ 1.5 x the floor",
      "{roundtrip_cer_everyday:.1%} / {espeak_cer_everyday:.1%}"),
     ("D", "RVQ codebook usage / test mel MSE (standardised)", "> 50 %", "{codebook_usage:.1%} / {recon_mse:.3f}"),
+    ("D", "the Talker's voice; did the judge (Stage B) train on it?", "reported", "{talker_voice} (the judge trained on it: {talker_voice_seen_by_judge})"),
     ("E", "VQA accuracy on unseen pictures: typed / spoken by unseen voice families", "≥ 90 % / ≥ 80 %",
      "{vqa_accuracy:.1%} / {spoken_vqa_accuracy:.1%} in {train_time_s:.0f} s"),
     ("E", "VQA accuracy, question wordings never trained on", "≥ 85 %", "{vqa_heldout_wording_accuracy:.1%}"),
@@ -237,6 +238,7 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
 ]
 
 def _cell(template: str, metrics: dict) -> str:
+    metrics = {k: {True: "yes", False: "no"}.get(v, v) if isinstance(v, bool) else v for k, v in metrics.items()}
     try: return template.format_map(metrics)
     except (KeyError, TypeError, ValueError): return "not measured"
 
