@@ -643,7 +643,7 @@ def packed_matmul(x: torch.Tensor, w) -> torch.Tensor:
         return y.view(*x.shape[:-1], -1).float()
     return F.linear(x.to(w.dtype), w).float()
 
-# %% ../nbs/27_stage_a.ipynb #58aae16c
+# %% ../nbs/27_stage_a.ipynb #92f6a828
 class FastDecoder:
     "Fast batch generation with a trained dense Thinker: see above. Prompts start at position 0, without padding."
     def __init__(self, model: Thinker, weights: str = "float32", max_len: int = 2048):
@@ -673,7 +673,7 @@ class FastDecoder:
         for i, L in enumerate(self.layers): x = self._block(x, L, i, pos)
         return packed_matmul(F.rms_norm(x[:, -1:] if last_only else x, (x.shape[-1],), self.norm, self.cfg.norm_eps), self.head)
 
-# %% ../nbs/27_stage_a.ipynb #92f6a828
+# %% ../nbs/27_stage_a.ipynb #6a72a73a
 @patch
 def _block(self: FastDecoder, x: torch.Tensor, L: dict, i: int, pos: int) -> torch.Tensor:
     B, T, d = x.shape
@@ -693,7 +693,7 @@ def _block(self: FastDecoder, x: torch.Tensor, L: dict, i: int, pos: int) -> tor
     a, b = packed_matmul(F.rms_norm(x, (d,), L["norm2"], eps), L["w13"]).chunk(2, -1)
     return x + packed_matmul(F.silu(a) * b, L["w2"])
 
-# %% ../nbs/27_stage_a.ipynb #6a72a73a
+# %% ../nbs/27_stage_a.ipynb #4ed3977b
 @patch
 def generate(self: FastDecoder, input_ids: torch.Tensor, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_id: int | None = None, stream=None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -728,7 +728,7 @@ def decode_weight_bytes(model: Thinker) -> dict:
     n = count_parameters(model) - model.embed_tokens.weight.numel() * (not model.cfg.tie_embeddings)
     return dict(float32=4 * n, bf16=2 * n, int8=n)
 
-# %% ../nbs/27_stage_a.ipynb #ff225de9
+# %% ../nbs/27_stage_a.ipynb #df57a59b
 def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 256, prompt_tokens: int = 16, batch_size: int = 8,
           train_len: int = 256, repeats: int = 3) -> dict:
     """Training tokens/s (`batch_size` x min(`train_len`, ctx_len), in bf16 where the CPU has bf16 units) and
