@@ -612,6 +612,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'muomni.thinker.TextTokenizer.vocab_size': ('stage_a.html#texttokenizer.vocab_size', 'muomni/thinker.py'),
                                 'muomni.thinker.Thinker': ('stage_a.html#thinker', 'muomni/thinker.py'),
                                 'muomni.thinker.Thinker.__init__': ('stage_a.html#thinker.__init__', 'muomni/thinker.py'),
+                                'muomni.thinker.Thinker._embed_inputs': ('stage_a.html#thinker._embed_inputs', 'muomni/thinker.py'),
                                 'muomni.thinker.Thinker._extend_rope': ('stage_a.html#thinker._extend_rope', 'muomni/thinker.py'),
                                 'muomni.thinker.Thinker._init_weights': ('stage_a.html#thinker._init_weights', 'muomni/thinker.py'),
                                 'muomni.thinker.Thinker._mask': ('stage_a.html#thinker._mask', 'muomni/thinker.py'),
