@@ -113,7 +113,7 @@ def sinusoidal_positions(n: int, d: int, device=None) -> torch.Tensor:
     pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
     return pe
 
-# %% ../nbs/28_stage_b.ipynb #ac86d873
+# %% ../nbs/28_stage_b.ipynb #60720a5e
 class EncoderBlock(nn.Module):
     "Pre-norm block: [depthwise conv module] -> self-attention with a padding mask -> GELU MLP."
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, conv_kernel: int = 0):
@@ -171,7 +171,7 @@ class AudioEncoder(nn.Module):
         for _ in range(self.cfg.time_masks): x = self.time_mask(x)
         return x.transpose(1, 2)
 
-# %% ../nbs/28_stage_b.ipynb #693f88cc
+# %% ../nbs/28_stage_b.ipynb #e8130568
 @patch
 def features(self: AudioEncoder, mel, lengths=None, augment: bool | None = None):
     "(B, T, n_mels) log-mels -> ((B, T', d_model) frames at `frame_rate`, (B,) frame counts)."
@@ -195,7 +195,7 @@ def forward(self: AudioEncoder, mel, lengths=None):
     x, lengths = self.features(mel, lengths)
     return self.ctc_head(x), lengths
 
-# %% ../nbs/28_stage_b.ipynb #18dd79af
+# %% ../nbs/28_stage_b.ipynb #ae48c0e2
 @patch
 def encode(self: AudioEncoder, audio, lengths=None, sample_rate: int = data.SAMPLE_RATE):
     """Stage E's audio tokens: 12.5 Hz frames (pairs of 25 Hz frames averaged) and their counts.
@@ -253,7 +253,7 @@ def cached_features(manifest, max_items: int = 0) -> dict:
     atomic_write(cache, lambda t: torch.save(feats, t))
     return feats
 
-# %% ../nbs/28_stage_b.ipynb #efbab5a3
+# %% ../nbs/28_stage_b.ipynb #b0776bb6
 class SpeechDataset(torch.utils.data.Dataset):
     "Cached log-mels with their character targets."
     def __init__(self, feats: dict):
@@ -269,7 +269,7 @@ def collate_speech(items) -> dict:
     return dict(mel=mel, mel_lengths=mel_lengths, targets=torch.cat(targets),
                 target_lengths=torch.tensor([len(t) for t in targets]))
 
-# %% ../nbs/28_stage_b.ipynb #f6d5f0f0
+# %% ../nbs/28_stage_b.ipynb #9b9b0a02
 def speech_features(cfg: AudioEncoderConfig) -> dict[str, dict]:
     "Cached features of the preset's speech sets: {train, tune, test, test_accent} (`muomni.data.SPEECH_SPLITS`)."
     splits = data.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=cfg.data_seed)
@@ -340,7 +340,7 @@ class CharNgramLM:
         self.counts, self.totals, self.types, self._memo = dict(counts), dict(totals), dict(types), {}
         return self
 
-# %% ../nbs/28_stage_b.ipynb #f959534b
+# %% ../nbs/28_stage_b.ipynb #26a67695
 @patch
 def logp(self: CharNgramLM, history: str, char: str) -> float:
     "log P(char | the last order-1 characters of history)."
@@ -369,7 +369,7 @@ def from_state(cls: CharNgramLM, state: dict) -> CharNgramLM:
     lm.totals, lm.types = dict(totals), dict(types)
     return lm
 
-# %% ../nbs/28_stage_b.ipynb #0afee084
+# %% ../nbs/28_stage_b.ipynb #32260ba6
 def _logaddexp(a: float, b: float) -> float:
     if a == -math.inf: return b
     if b == -math.inf: return a
@@ -437,7 +437,7 @@ def transcribe_features(model, feats, batch_size: int = 64, max_items: int = 0, 
         for i, t in zip(idx, texts): hyps[i] = t
     return (hyps, loss_sum / max(1, n)) if with_loss else hyps
 
-# %% ../nbs/28_stage_b.ipynb #13eedbb0
+# %% ../nbs/28_stage_b.ipynb #60d01b37
 def make_eval_fn(feats, cfg: AudioEncoderConfig):
     "The Trainer's eval_fn: held-out CTC loss, greedy CER and WER."
     refs = feats["texts"][:cfg.max_eval] if cfg.max_eval else feats["texts"]
@@ -446,13 +446,13 @@ def make_eval_fn(feats, cfg: AudioEncoderConfig):
         return dict(loss=loss, **error_rates(refs, hyps))
     return eval_fn
 
-# %% ../nbs/28_stage_b.ipynb #eb795e11
+# %% ../nbs/28_stage_b.ipynb #f2f0b901
 def lm_texts(cfg: AudioEncoderConfig, transcripts: list[str]) -> list[str]:
     "The LM's text: the training transcripts plus every training sentence of the split registry (never tune or test)."
     if not cfg.lm_corpus: return list(transcripts)
     return list(transcripts) + [r["text"] for r in data.registry_sentences("train", cfg.data_dir, cfg.lm_corpus, cfg.data_seed)]
 
-# %% ../nbs/28_stage_b.ipynb #31661137
+# %% ../nbs/28_stage_b.ipynb #94ee149f
 def decode_set(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM | None, decoder: str | None = None, **settings) -> list[str]:
     "Transcripts of a cached set with `decoder` (default the config's), LM settings from the config unless given."
     decoder = decoder or cfg.decoder
@@ -479,7 +479,7 @@ def final_metrics(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM |
         out.update({f"cer_{src}": by["cer"], f"wer_{src}": by["wer"]})
     return out
 
-# %% ../nbs/28_stage_b.ipynb #f665a64a
+# %% ../nbs/28_stage_b.ipynb #9f9f0d4f
 def tune_decoder(model, cfg: AudioEncoderConfig, feats: dict, lm: CharNgramLM, grid: dict) -> list[dict]:
     "WER/CER on the *tune* set for every combination of `grid` (beam_size, lm_weight, lm_bonus); best first."
     import itertools
@@ -524,7 +524,7 @@ def load_audio_encoder(path="checkpoints/audio_encoder_laptop", device: str = "c
     model.lm = CharNgramLM.from_state(torch.load(lm_path, weights_only=True)) if lm_path.exists() and cfg.lm_order else None
     return model.to(pick_device(device)).eval()
 
-# %% ../nbs/28_stage_b.ipynb #9d56757e
+# %% ../nbs/28_stage_b.ipynb #f01fff23
 def _chunk_bounds(wave: torch.Tensor, chunk: int, search: int, window: int = 800) -> list[tuple[int, int]]:
     "Cut points: every chunk ends at the quietest `window` samples of its last `search` samples."
     bounds, start, n = [], 0, len(wave)
@@ -536,7 +536,7 @@ def _chunk_bounds(wave: torch.Tensor, chunk: int, search: int, window: int = 800
     bounds.append((start, n))
     return bounds
 
-# %% ../nbs/28_stage_b.ipynb #4f493839
+# %% ../nbs/28_stage_b.ipynb #6a0352f8
 _default_models: dict = {}
 
 @torch.no_grad()
@@ -632,7 +632,7 @@ class CTCPrefixScorer:
         start = start.view(-1, *([1] * (phi.dim() - 1))).expand(*phi.shape[:-1], 1)
         return torch.cat([start, phi[..., :-1]], -1)
 
-# %% ../nbs/28_stage_b.ipynb #c32ccb2b
+# %% ../nbs/28_stage_b.ipynb #cf83b5d7
 @patch
 def scores(self: CTCPrefixScorer, r_n, r_b, last, chars) -> torch.Tensor:
     "log P(the transcript begins with hypothesis + c) for K hypotheses and C candidate symbols: (K, C)."
