@@ -81,7 +81,7 @@ def has_talker(omni: Omni) -> bool:
     "Whether `omni.speak` can work: a Talker is loaded, or `Omni.load` recorded where to load it from."
     return omni.talker is not None or getattr(omni, "talker_path", None) is not None
 
-# %% ../nbs/32_inference.ipynb #71e091fd
+# %% ../nbs/32_inference.ipynb #2c3f278f
 def talker_of(omni: Omni):
     "The Omni's Talker (with `.codec`), loading it now from the folder `Omni.load` recorded if needed; or None."
     if omni.talker is None and getattr(omni, "talker_path", None) is not None:
@@ -101,7 +101,7 @@ def check_sampling(temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
     return dict(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), max_new_tokens=int(max_new_tokens),
                 seed=seed)
 
-# %% ../nbs/32_inference.ipynb #415c3227
+# %% ../nbs/32_inference.ipynb #8a988623
 def read_image(image):
     "A picture as an RGB PIL image, from a path, bytes or anything `open_image` takes; errors name the file."
     from muomni.vision import open_image
@@ -153,7 +153,7 @@ class ChatSession:
         self.image = self.audio = None
         return answer
 
-# %% ../nbs/32_inference.ipynb #2283c629
+# %% ../nbs/32_inference.ipynb #b496716d
 def wav_bytes(wave, sample_rate: int, fmt: str = "WAV") -> bytes:
     "A 1-D wave as the bytes of a 16-bit audio file."
     import numpy as np, soundfile as sf
@@ -194,7 +194,7 @@ def sha256_of(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
-# %% ../nbs/32_inference.ipynb #3a22eeb9
+# %% ../nbs/32_inference.ipynb #fe625186
 def export_config(omni: Omni, tied: dict, sha256: str) -> dict:
     "What `config.json` holds: every part's config (and the Talker's phonemes), the weights' checksum, tied names."
     t = omni.talker
@@ -219,7 +219,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else: os.replace(tmp, out)
 
-# %% ../nbs/32_inference.ipynb #d221a51a
+# %% ../nbs/32_inference.ipynb #c2f06286
 def export_model(omni_or_ckpt_dir, out_dir) -> Path:
     "Write a trained Omni (or the Stage E folder's) as model.safetensors + config.json + tokenizer.json (+ char_lm.json) in `out_dir`."
     from safetensors.torch import save_file
@@ -260,7 +260,7 @@ def read_export_config(out_dir) -> dict:
         raise CheckpointError(f"{f}: format_version {conf['format_version']!r}; this muomni reads up to {EXPORT_VERSION}")
     return conf
 
-# %% ../nbs/32_inference.ipynb #427a74c2
+# %% ../nbs/32_inference.ipynb #d8d7cf9c
 def read_weights(path, sha256: str | None = None) -> dict:
     "The tensors of a safetensors file, after checking its sha256 (when given)."
     from safetensors.torch import load_file
@@ -272,7 +272,7 @@ def read_weights(path, sha256: str | None = None) -> dict:
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__}: {str(e)[:200]})") from None
 
-# %% ../nbs/32_inference.ipynb #a274fea7
+# %% ../nbs/32_inference.ipynb #c20c10bb
 def load_part(module, prefix: str, tensors: dict, where) -> None:
     "Load the `prefix.*` tensors into `module`, every name and shape accounted for."
     sd = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
@@ -285,7 +285,7 @@ def load_part(module, prefix: str, tensors: dict, where) -> None:
                                   + (f" ... and {len(bad) - 8} more" if len(bad) > 8 else ""))
     module.load_state_dict(sd)
 
-# %% ../nbs/32_inference.ipynb #5989ee16
+# %% ../nbs/32_inference.ipynb #a85324af
 def _config(conf: dict, key: str, where, *path):
     "A part's config from config.json, with errors naming the file and key."
     raw = conf[key]
@@ -297,7 +297,7 @@ def _config(conf: dict, key: str, where, *path):
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{where}: bad {'.'.join((key, *path))} config ({e})") from None
 
-# %% ../nbs/32_inference.ipynb #794f5519
+# %% ../nbs/32_inference.ipynb #deda1645
 def load_exported(out_dir, device: str = "auto") -> Omni:
     "The Omni `export_model` wrote to `out_dir` (eval mode, Talker attached when there was one)."
     from muomni.thinker import Thinker, TextTokenizer
@@ -441,7 +441,7 @@ def _upload(widget):
 def _html_output(html_text: str, plain: str) -> dict:
     return dict(output_type="display_data", data={"text/html": html_text, "text/plain": plain}, metadata={})
 
-# %% ../nbs/32_inference.ipynb #9cfaf6a6
+# %% ../nbs/32_inference.ipynb #0d9987d0
 def chat_panel(omni: Omni, **sampling):
     "An ipywidgets chat window for `omni` (returns the widget; `.session` holds the ChatSession)."
     import ipywidgets as W

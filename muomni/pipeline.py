@@ -41,7 +41,7 @@ STAGES = [
     Stage("E", "31_stage_e.ipynb", ["omni_sft_tiny"], ["A", "B", "C", "D"], "Multimodal SFT"),
 ]
 
-# %% ../nbs/26_training_overview.ipynb #42841f4c
+# %% ../nbs/26_training_overview.ipynb #67758eaf
 def select_stages(spec: str = "all", stages: list[Stage] = STAGES) -> list[Stage]:
     "The stages named in `spec` ('all' or comma-separated keys), in dependency order."
     if spec in (None, "", "all"): return list(stages)
@@ -51,7 +51,7 @@ def select_stages(spec: str = "all", stages: list[Stage] = STAGES) -> list[Stage
     if unknown: raise ValueError(f"unknown stage(s) {unknown}; choose from {sorted(known)} or 'all'")
     return [s for s in stages if s.key in keys]
 
-# %% ../nbs/26_training_overview.ipynb #0a0fc187
+# %% ../nbs/26_training_overview.ipynb #698c6439
 def waves(stages: list[Stage]) -> list[list[Stage]]:
     "Group stages into waves whose members depend only on earlier waves (they may run in parallel)."
     done, chosen, out = set(), {s.key for s in stages}, []
@@ -100,7 +100,7 @@ def nbs_dir() -> Path:
                                              "inside one, or train stage by stage: muomni train-text, train-audio-enc, ...")
     return root / "nbs"
 
-# %% ../nbs/26_training_overview.ipynb #93dbb104
+# %% ../nbs/26_training_overview.ipynb #7e0d06f4
 def stage_metrics(stage: Stage, preset: str, ckpt_dir: str | None = None) -> dict:
     "The metrics.json of each of the stage's configs (empty where there is none yet)."
     out = {}
@@ -111,7 +111,7 @@ def stage_metrics(stage: Stage, preset: str, ckpt_dir: str | None = None) -> dic
         if f.exists(): out[name] = json.loads(f.read_text())
     return out
 
-# %% ../nbs/26_training_overview.ipynb #ff0be158
+# %% ../nbs/26_training_overview.ipynb #285745b8
 def run_stage(stage: Stage, preset: str, out_dir: Path, data_dir=None, ckpt_dir=None) -> dict:
     "Execute one stage notebook with papermill; return its status (ok, failed or not built), wall time and metrics."
     import papermill as pm
@@ -150,7 +150,7 @@ def results_markdown(results: list[dict], preset: str) -> str:
     rows += ["", f"Total wall time: {total / 60:.1f} min"]
     return "\n".join(rows) + "\n"
 
-# %% ../nbs/26_training_overview.ipynb #48563ff1
+# %% ../nbs/26_training_overview.ipynb #9e186ba0
 def write_results(results: list[dict], preset: str, out: Path, total_wall_time_s: float) -> str:
     "results.json and results.md in `out` (atomically); returns the markdown."
     atomic_write_json(dict(preset=preset, total_wall_time_s=round(total_wall_time_s, 1), stages=results), out / "results.json")
@@ -158,7 +158,7 @@ def write_results(results: list[dict], preset: str, out: Path, total_wall_time_s
     atomic_write(out / "results.md", lambda t: Path(t).write_text(md, encoding="utf-8"))
     return md
 
-# %% ../nbs/26_training_overview.ipynb #28f05102
+# %% ../nbs/26_training_overview.ipynb #e84f7fe1
 def run_pipeline(preset: str = "auto", stages: str = "all", out_dir: str | None = None, parallel: int = 1,
                  data_dir: str | None = None, ckpt_dir: str | None = None, publish: bool = False) -> list[dict]:
     """Run the selected stage notebooks in dependency order, writing results.json and results.md after every wave;
@@ -194,7 +194,7 @@ def _provenance(run_id: str) -> dict:
                f"{os.cpu_count()} CPU cores, {platform.machine()}{' with bf16 units' if cpu_has_bf16() else ''}")
     return dict(date=datetime.date.today().isoformat(), machine=machine, commit=commit, run=run_id)
 
-# %% ../nbs/26_training_overview.ipynb #d105bba1
+# %% ../nbs/26_training_overview.ipynb #010de751
 def splits_summary(data_dir=None) -> dict:
     "What the reference numbers hold out, from the split registry: the test works, voice families and accents."
     from muomni.data import split_registry
@@ -203,7 +203,7 @@ def splits_summary(data_dir=None) -> dict:
     return dict(digest=reg["digest"], test_works=reg["text"]["test"], test_families=v["test_families"],
                 tune_families=v["tune_families"], test_accents=v["test_accents"], train_voices=len(v["train"]))
 
-# %% ../nbs/26_training_overview.ipynb #77360c77
+# %% ../nbs/26_training_overview.ipynb #227122b8
 def publish_results(results: list[dict], preset: str, run_id: str, path: Path | None = None) -> Path:
     """Merge a run's finished stages into the reference results file (see above): their rows are replaced, other
     stages keep theirs."""
@@ -244,7 +244,7 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
     ("E", "out-of-scope prompts answered honestly", "reported", "{out_of_scope_accuracy:.1%}"),
 ]
 
-# %% ../nbs/26_training_overview.ipynb #1b373f03
+# %% ../nbs/26_training_overview.ipynb #8b66a46d
 def _cell(template: str, metrics: dict) -> str:
     try: return template.format_map(metrics)
     except (KeyError, TypeError, ValueError): return "not measured"
@@ -310,7 +310,7 @@ def schedule_for(n_samples: int, batch_size: int, accumulation: int = 1) -> dict
     return dict(max_steps=steps, max_epochs=epochs, warmup_steps=clamp(steps * 0.05, 1, 2000),
                 val_freq=clamp(steps // 20, 1, 5000), checkpoint_freq=clamp(steps // 10, 1, 10000))
 
-# %% ../nbs/26_training_overview.ipynb #4a1fd61c
+# %% ../nbs/26_training_overview.ipynb #a1896d03
 def production_path(value: str) -> str | None:
     "The `.production` twin of a data path, if that file exists."
     p = resolve_path(value)
@@ -360,7 +360,7 @@ def scaled_config(kind: str, preset: str = "tiny"):
     if kind not in STAGE_CONFIG_NAMES: raise ValueError(f"unknown stage kind {kind!r}; one of {list(STAGE_CONFIG_NAMES)}")
     return load_config(f"{STAGE_CONFIG_NAMES[kind]}_tiny", preset=preset)
 
-# %% ../nbs/26_training_overview.ipynb #7989f222
+# %% ../nbs/26_training_overview.ipynb #d8182828
 def build_model(cfg, device: str | torch.device = "meta") -> nn.Module:
     "The model a stage config describes (Thinker, AudioEncoder, VisionEncoder or Talker), built on `device`."
     kind = type(cfg).kind_name
@@ -375,7 +375,7 @@ def build_model(cfg, device: str | torch.device = "meta") -> nn.Module:
             from muomni.talker import Talker, PAD, SIL, UNK; return Talker(cfg, [PAD, SIL, UNK])
     raise ValueError(f"build_model: no model for config kind {kind!r}")
 
-# %% ../nbs/26_training_overview.ipynb #cdcd9eb2
+# %% ../nbs/26_training_overview.ipynb #58afe028
 def _dims(cfg) -> str:
     return f"d_model={cfg.d_model}, n_layers={cfg.n_layers}, n_heads={cfg.n_heads}, d_ff={cfg.d_ff}"
 
@@ -389,7 +389,7 @@ def _audio_token_width(audio_cfg, omni_cfg) -> int:
     if omni_cfg.audio_features == "mean": return audio_cfg.d_model
     return 2 * (audio_cfg.d_model + (len(VOCAB) if omni_cfg.audio_features == "stack_ctc" else 0))
 
-# %% ../nbs/26_training_overview.ipynb #17ea1f5c
+# %% ../nbs/26_training_overview.ipynb #a1829ef5
 def parameter_table(preset: str = "tiny") -> tuple[list[dict], str]:
     """Parameter counts of the four components at `preset` beside the book's (tiny only), plus the parts the book's
     rows leave out; returns (rows, markdown). Models are built on the meta device."""
@@ -466,7 +466,7 @@ def _reset_peak_rss() -> bool:
     try: Path("/proc/self/clear_refs").write_text("5"); return True
     except OSError: return False
 
-# %% ../nbs/26_training_overview.ipynb #4153c0d4
+# %% ../nbs/26_training_overview.ipynb #f0511ee4
 def _thinker_steps(cfg, device, batch_size: int, ctx_len: int, steps: int) -> None:
     "`steps` full-precision AdamW training steps of a fresh Thinker on random tokens."
     from muomni.thinker import Thinker, lm_loss
@@ -477,7 +477,7 @@ def _thinker_steps(cfg, device, batch_size: int, ctx_len: int, steps: int) -> No
     for _ in range(steps):
         lm_loss(model, batch).backward(); opt.step(); opt.zero_grad(set_to_none=True)
 
-# %% ../nbs/26_training_overview.ipynb #57252fe9
+# %% ../nbs/26_training_overview.ipynb #a2e56d08
 def _peak_memory_worker(spec_json: str) -> None:
     "Run in a fresh process by `measure_peak_memory`: print the peak memory the training steps added, as JSON."
     import resource
@@ -495,7 +495,7 @@ def _peak_memory_worker(spec_json: str) -> None:
         peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_peak, "ru_maxrss growth"
     print("PEAK_JSON " + json.dumps(dict(peak_bytes=peak, method=method)))
 
-# %% ../nbs/26_training_overview.ipynb #5dbc1d4c
+# %% ../nbs/26_training_overview.ipynb #c17799d7
 def measure_peak_memory(cfg, batch_size: int | None = None, ctx_len: int | None = None, steps: int = 3,
                         device: str | None = None) -> dict:
     """Peak memory of `steps` float32 AdamW training steps of the Thinker `cfg` describes (random tokens), above what
@@ -526,7 +526,7 @@ def measure_peak_memory(cfg, batch_size: int | None = None, ctx_len: int | None 
     out.update(json.loads(line[len("PEAK_JSON "):]))
     return out
 
-# %% ../nbs/26_training_overview.ipynb #7ffbe143
+# %% ../nbs/26_training_overview.ipynb #8d018b1f
 def memory_table(named_cfgs: dict, batch_size: int | None = None, ctx_len: int | None = None, steps: int = 2,
                  device: str | None = None) -> tuple[list[dict], str]:
     "The book's estimate beside the measured peak for each config in {name: cfg}; returns (rows, markdown)."
