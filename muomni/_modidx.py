@@ -394,6 +394,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'muomni.omni.SFTData.__len__': ('stage_e.html#sftdata.__len__', 'muomni/omni.py'),
                              'muomni.omni.SFTData.collate': ('stage_e.html#sftdata.collate', 'muomni/omni.py'),
                              'muomni.omni.SFTData.lengths': ('stage_e.html#sftdata.lengths', 'muomni/omni.py'),
+                             'muomni.omni._check_omni': ('stage_e.html#_check_omni', 'muomni/omni.py'),
                              'muomni.omni._copy_files': ('stage_e.html#_copy_files', 'muomni/omni.py'),
                              'muomni.omni._fresh_note': ('stage_e.html#_fresh_note', 'muomni/omni.py'),
                              'muomni.omni._offsets': ('stage_e.html#_offsets', 'muomni/omni.py'),
