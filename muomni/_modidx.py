@@ -455,6 +455,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'muomni.pipeline._audio_token_width': ('training_overview.html#_audio_token_width', 'muomni/pipeline.py'),
                                  'muomni.pipeline._cell': ('training_overview.html#_cell', 'muomni/pipeline.py'),
                                  'muomni.pipeline._dims': ('training_overview.html#_dims', 'muomni/pipeline.py'),
+                                 'muomni.pipeline._met': ('training_overview.html#_met', 'muomni/pipeline.py'),
                                  'muomni.pipeline._peak_memory_worker': ( 'training_overview.html#_peak_memory_worker',
                                                                           'muomni/pipeline.py'),
                                  'muomni.pipeline._projector_params': ('training_overview.html#_projector_params', 'muomni/pipeline.py'),
