@@ -247,6 +247,7 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
     ("E", "out-of-scope prompts answered honestly", "reported", "{out_of_scope_accuracy:.1%}"),
 ]
 
+# %% ../nbs/26_training_overview.ipynb #5c28c605
 BAR_CHECKS = {   # a row's bar as a test of the stage's metrics (rows that are only reported have none)
     "nats per character (token perplexity) on whole works never trained on":
         lambda m: m["val_nats_per_char"] <= 1.40 and m["train_time_s"] <= 600,
