@@ -641,7 +641,7 @@ def close_process_group() -> None:
     without an active exception'. `destroy_process_group` does not stop the threads (the sharded model and
     `torch.distributed.nn` still hold the group), so before the interpreter shuts down this leaves the GIL and the CPU
     to a worker still finishing its last collective. (No barrier: after an error on one rank the others never come.)"""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()): return
+    if not is_distributed(): return
     torch.distributed.destroy_process_group()
     time.sleep(0.2)
 

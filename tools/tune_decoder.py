@@ -26,11 +26,12 @@ def main() -> int:
     ap.add_argument("--max_items", type=int, default=0, help="decode only the first N tune utterances (0: all)")
     args = ap.parse_args()
 
-    from muomni.audio import load_audio_encoder, speech_features, tune_decoder
+    from muomni import data
+    from muomni.audio import cached_features, load_audio_encoder, tune_decoder
     model = load_audio_encoder(args.ckpt)
     if model.lm is None: raise SystemExit(f"{args.ckpt}: no char_lm.pt beside the checkpoint, so there is no LM to weigh")
     cfg = model.cfg
-    tune = speech_features(cfg)["tune"]
+    tune = cached_features(data.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=cfg.data_seed)["tune"])   # not the training set
     if args.max_items: tune = {k: v[:args.max_items] if isinstance(v, list) else v for k, v in tune.items()}
     grid = dict(beam_size=args.beam_size, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus)
     print(json.dumps(dict(tune_utterances=len(tune["texts"]), configured=dict(beam_size=cfg.beam_size, lm_weight=cfg.lm_weight,
