@@ -656,7 +656,7 @@ def shape_outline(shape: str, rng: np.random.Generator) -> np.ndarray:
         pts = np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)])
         turn = rng.uniform(-15, 15)
     else: raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
-    if shape != "circle" and rng.random() < 0.2: pts = _round_corners(pts, rng.uniform(0.05, 0.25))
+    if shape not in ("circle", "hexagon") and rng.random() < 0.2: pts = _round_corners(pts, rng.uniform(0.05, 0.2))   # a round hexagon is a circle
     a = math.radians(turn)
     return pts * [stretch ** 0.5, stretch ** -0.5] @ np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
 
@@ -823,7 +823,7 @@ def _variant_sdf(shape: str, px, py, r: float, rng: np.random.Generator) -> np.n
     if shape == "square": pts, rounding = _ring(4, [0.98], math.pi / 4), 0.12
     elif shape == "diamond": pts, rounding = _ring(4, [1.0], -math.pi / 2) * [0.75, 1.0], 0.05
     elif shape == "triangle": pts, rounding = (_ring(3, [0.95], -math.pi / 2) + [0, 0.22]) * (1 if rng.random() < 0.7 else -1), 0.1
-    elif shape == "hexagon": pts, rounding = _ring(6, [1.0], -math.pi / 2), 0.06
+    elif shape == "hexagon": pts, rounding = _ring(6, [1.0], -math.pi / 2), 0.0
     elif shape == "star": pts, rounding = _ring(10, [1.0, 0.52], -math.pi / 2), 0.06
     elif shape == "cross":
         w = 0.3
@@ -833,16 +833,20 @@ def _variant_sdf(shape: str, px, py, r: float, rng: np.random.Generator) -> np.n
     pts = pts @ np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]) * r * (1 - rounding)
     return polygon_sdf(pts, px, py) - rounding * r
 
+def _variant_paper(ink, rng: np.random.Generator, muted: float = 0.3) -> np.ndarray:
+    "A plain background colour for the variant, a grey (often white) or now and then a muted colour, well away from `ink`."
+    for _ in range(20):
+        grey = rng.choice([rng.uniform(0, 255), 255.0, rng.uniform(180, 230)])
+        paper = hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.3), rng.uniform(0.2, 1)) if rng.random() < muted else np.full(3, grey)
+        if colour_distance(paper, ink) >= MIN_CONTRAST + 10: return paper
+    return np.full(3, max((0.0, 255.0), key=lambda g: float(colour_distance(np.full(3, g), ink))))
+
 def render_shapes_variant(spec: ShapeSpec, size: int = 64, rng: np.random.Generator | int | None = None) -> Image.Image:
     """The stress test's renderer, never used in training: `spec` drawn as signed-distance fields with the variant's
     proportions and `VARIANT_PALETTE`, on a plain (`spec.background` "plain") or lightly noisy (any other kind) background."""
     rng = np.random.default_rng(rng)
     ink = np.array(VARIANT_PALETTE[spec.colour][rng.integers(2)], dtype=np.float64)
-    for _ in range(20):
-        grey = rng.choice([rng.uniform(0, 255), 255.0, rng.uniform(180, 230)])
-        paper = np.full(3, grey) if rng.random() < 0.7 else hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.3), rng.uniform(0.2, 1))
-        if colour_distance(paper, ink) >= MIN_CONTRAST + 10: break
-    bg = paper + (0 if spec.background == "plain" else rng.normal(0, rng.uniform(3, 10), (size, size, 1)))
+    bg = _variant_paper(ink, rng) + (0 if spec.background == "plain" else rng.normal(0, rng.uniform(3, 10), (size, size, 1)))
     py, px = np.mgrid[0:size, 0:size] + 0.5
     cover = np.zeros((size, size))
     for x, y, r in _place(spec, rng):
@@ -1417,13 +1421,10 @@ def render_digit_variant(pixels: np.ndarray, size: int, rng: np.random.Generator
     up = zoom(np.pad(np.asarray(pixels, dtype=np.float64) / 16, 1), side / 8, order=3)     # the padding keeps the strokes whole
     cover = np.zeros((size, size))
     n, o = min(size, len(up)), (size - min(size, len(up))) // 2
-    cover[o:o + n, o:o + n] = np.clip((up[:n, :n] - rng.uniform(0.3, 0.45)) / 0.2, 0, 1)
+    cover[o:o + n, o:o + n] = np.clip((up[:n, :n] - rng.uniform(0.4, 0.55)) / 0.15, 0, 1)
     palette = [c for shades in VARIANT_PALETTE.values() for c in shades]
     ink = np.array(palette[rng.integers(len(palette))], float) if rng.random() < 0.5 else np.full(3, rng.uniform(0, 50))
-    for _ in range(20):
-        paper = np.full(3, rng.choice([rng.uniform(0, 255), 255.0]))
-        if colour_distance(paper, ink) >= MIN_CONTRAST + 10: break
-    bg = paper + (rng.normal(0, rng.uniform(3, 10), (size, size, 1)) if rng.random() < 0.5 else 0)
+    bg = _variant_paper(ink, rng, muted=0.0) + (rng.normal(0, rng.uniform(3, 10), (size, size, 1)) if rng.random() < 0.5 else 0)
     return Image.fromarray(np.clip(bg * (1 - cover[..., None]) + ink * cover[..., None], 0, 255).round().astype(np.uint8))
 
 # %% ../nbs/01_data.ipynb #3e188bf9

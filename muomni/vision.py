@@ -38,6 +38,7 @@ class VisionConfig(TrainConfig):
     patch_size: int = 16
     stem: str = "patch"                  # patch: the book's one strided Conv2d; conv: a stack of 3x3 stride-2 convolutions
     stem_width: int = 32                 # channels of the first conv of the conv stem (doubling at each stride)
+    stem_depth: int = 1                  # 3x3 convs per resolution of the conv stem (the first one strided)
     in_channels: int = 3
     d_model: int = 128
     n_layers: int = 4
@@ -98,19 +99,23 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 # %% ../nbs/29_stage_c.ipynb #5c0a1e01
-def conv_stem(in_channels: int, d_model: int, patch_size: int, width: int = 32) -> nn.Sequential:
-    "log2(patch_size) 3x3 stride-2 conv + BatchNorm + GELU layers (widths doubling from `width`), then a 1x1 conv to d_model."
+def conv_stem(in_channels: int, d_model: int, patch_size: int, width: int = 32, depth: int = 1) -> nn.Sequential:
+    """log2(patch_size) stages of a 3x3 stride-2 conv + BatchNorm + GELU (widths doubling from `width`), each followed
+    by `depth - 1` more 3x3 stride-1 ones at its resolution, then a 1x1 conv to d_model."""
     n = int(math.log2(patch_size))
     if 2 ** n != patch_size: raise ValueError(f"a conv stem needs a power-of-two patch_size, got {patch_size}")
+    if depth < 1: raise ValueError(f"stem_depth must be at least 1, got {depth}")
     chans = [in_channels] + [min(width * 2 ** i, d_model) for i in range(n)]
     layers = []
-    for a, b in zip(chans[:-1], chans[1:]): layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+    for a, b in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+        for _ in range(depth - 1): layers += [nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
     return nn.Sequential(*layers, nn.Conv2d(chans[-1], d_model, 1))
 
 def patch_embedding(cfg: VisionConfig) -> nn.Module:
     "Pictures (B, C, S, S) -> patch features (B, d_model, S/patch, S/patch): the book's strided Conv2d or a conv stem."
     if cfg.stem == "patch": return nn.Conv2d(cfg.in_channels, cfg.d_model, cfg.patch_size, stride=cfg.patch_size)
-    if cfg.stem == "conv": return conv_stem(cfg.in_channels, cfg.d_model, cfg.patch_size, cfg.stem_width)
+    if cfg.stem == "conv": return conv_stem(cfg.in_channels, cfg.d_model, cfg.patch_size, cfg.stem_width, cfg.stem_depth)
     raise ValueError(f"stem must be 'patch' or 'conv', got {cfg.stem!r}")
 
 # %% ../nbs/29_stage_c.ipynb #7ec332d7
