@@ -43,10 +43,15 @@ def test_bad_architecture_values():
 
 def test_forward_shapes_and_padding_independence(model, small_cfg):
     mel = torch.randn(2, 203, small_cfg.n_mels)
-    logits, n = model(mel, torch.tensor([203, 120]))
+    logits, n = model(mel, torch.tensor([203, 118]))          # 118: not a multiple of the front end's 4
     assert logits.shape == (2, 51, len(A.VOCAB)) and n.tolist() == [51, 30]
-    alone, n1 = model(mel[1:, :120], torch.tensor([120]))
-    torch.testing.assert_close(logits[1, :30], alone[0, :30], atol=1e-4, rtol=1e-4)
+    alone, n1 = model(mel[1:, :118], torch.tensor([118]))
+    torch.testing.assert_close(logits[1, :30], alone[0, :30], atol=1e-5, rtol=1e-5)
+    # the last frames too: frames past an utterance's end are zeros between the convolutions, as when it is alone
+    for t in (117, 118, 119):
+        padded, n = model(mel[1:].expand(2, -1, -1).contiguous(), torch.tensor([t, 203]))
+        alone, _ = model(mel[1:, :t], torch.tensor([t]))
+        torch.testing.assert_close(padded[0, :int(n[0])], alone[0], atol=1e-5, rtol=1e-5)
 
 
 def test_forward_rejects_wrong_mel_shape(model):
@@ -111,7 +116,8 @@ def test_lm_is_a_distribution_and_roundtrips():
 ])
 def test_transcribe_any_rate_and_channels(model, wave, sr):
     model.lm = None
-    assert isinstance(A.transcribe(wave, sr, model=model), str)
+    text = A.transcribe(wave, sr, model=model)
+    assert text.strip() and text == A.transcribe(A.to_mono_16k(wave, sr), 16000, model=model)   # = its 16 kHz mono version
 
 
 def test_transcribe_long_audio_is_chunked(model, monkeypatch):
@@ -154,5 +160,29 @@ def test_length_bucket_sampler_resumable_and_complete():
 
 
 def test_bench_smoke(small_cfg):
+    from conftest import check_bench, linear_weights
     out = A.bench(small_cfg, steps=1, seconds=1.0)
-    assert out["train_utterances_per_s"] > 0 and out["transcribe_rtf"] > 0
+    model = A.AudioEncoder(small_cfg)
+    frames = model.downsample.out_size(100)                        # 1 s of log-mels at 25 Hz
+    check_bench(out, "train_utterances_per_s", small_cfg.batch_size, 6 * linear_weights(model.blocks) * small_cfg.batch_size * frames)
+    assert (out["batch_size"], out["utterance_s"], out["params"], out["device"]) == (small_cfg.batch_size, 1.0, sum(p.numel() for p in model.parameters()), "cpu")
+    assert out["transcribe_rtf"] > 0 and out["transcribe_rtf_lm"] > 0      # seconds per second of audio: speed, not asserted
+
+
+def test_default_model_is_reloaded_when_retrained(small_cfg, tmp_path, monkeypatch, capsys):
+    "transcribe() keeps its default model, but not past a retrain in the same process: it loads the new one and says so."
+    monkeypatch.setenv("MUOMNI_HOME", str(tmp_path))
+    folder = tmp_path / "checkpoints" / "audio_encoder_laptop"
+    wave = torch.randn(16000)
+    torch.manual_seed(1); first = A.AudioEncoder(small_cfg).eval()
+    save_checkpoint(folder / "final.pt", first, small_cfg)
+    first.lm = None
+    assert A.transcribe(wave, lm=False) == A.transcribe(wave, model=first, lm=False)
+    assert A.transcribe(wave, lm=False) == A.transcribe(wave, model=first, lm=False)
+    out = capsys.readouterr().out
+    assert out.count(f"transcribe: loaded {folder / 'final.pt'}") == 1 and "transcribe: reloaded" not in out     # loaded once
+    torch.manual_seed(2); second = A.AudioEncoder(small_cfg).eval()
+    save_checkpoint(folder / "final.pt", second, small_cfg)                                          # Stage B retrained
+    second.lm = None
+    assert A.transcribe(wave, lm=False) == A.transcribe(wave, model=second, lm=False) != A.transcribe(wave, model=first, lm=False)
+    assert f"transcribe: reloaded {folder / 'final.pt'}" in capsys.readouterr().out

