@@ -619,7 +619,7 @@ COLOUR_SHADES = {
     "white":  [((0, 360), (0.00, 0.06), (0.92, 1.00))],
 }
 MIN_CONTRAST = 40.0   # delta E between a drawing's colour and (nearly) every pixel of its background
-IMAGE_FORMAT_VERSION = 1   # bump when a picture renderer draws differently for the same arguments: caches of pictures key on it
+IMAGE_FORMAT_VERSION = 2   # bump when a picture renderer draws differently for the same arguments: caches of pictures key on it
 
 def hsv_to_rgb(h, s, v) -> np.ndarray:
     "RGB floats in [0, 255] from hue (degrees), saturation and value in [0, 1] (arrays broadcast)."
@@ -723,11 +723,11 @@ def shapes_background(kind: str, size: int, rng: np.random.Generator) -> np.ndar
     if noise: img = img + rng.normal(0, noise, (size, size, 1 if rng.random() < 0.5 else 3))
     return np.clip(img, 0, 255).astype(np.uint8)
 
-def background_for(ink, kind: str, size: int, rng: np.random.Generator, tries: int = 12) -> np.ndarray:
-    "A `shapes_background` that `ink` stands out from (redrawn until it does; plain black or white as a last resort)."
+def background_for(ink, kind: str, size: int, rng: np.random.Generator, tries: int = 12, min_delta: float = MIN_CONTRAST) -> np.ndarray:
+    "A `shapes_background` that `ink` stands out from by `min_delta` (redrawn until it does; plain black or white as a last resort)."
     for _ in range(tries):
         bg = shapes_background(kind, size, rng)
-        if stands_out(bg, ink): return bg
+        if stands_out(bg, ink, min_delta): return bg
     far = max((0.0, 255.0), key=lambda g: float(colour_distance(np.full(3, g), ink)))
     return np.full((size, size, 3), far, dtype=np.uint8)
 
@@ -793,19 +793,22 @@ def shape_outline(shape: str, rng: np.random.Generator) -> np.ndarray:
 def _object_mask(spec: ShapeSpec, size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Coverage in [0, 1] (size x size) of the objects of `spec`, drawn by PIL's polygon fill at 1x (hard, aliased
     edges) or 2-4x and downsampled (anti-aliased); filled or, one time in eight when they are 8 pixels in radius
-    or more, as an outline of random width. Also returns the smallest radius in pixels."""
+    or more, as an outline at least 2 pixels wide (a thinner line takes its colour from the background). Also
+    returns the finest detail in pixels: the smallest radius, or an outline's width."""
     scale = int(rng.choice([1, 2, 3, 4], p=[0.2, 0.25, 0.35, 0.2]))
     canvas = Image.new("L", (size * scale,) * 2, 0)
     draw = ImageDraw.Draw(canvas)
     objects = _place(spec, rng)
-    smallest = min(r for _, _, r in objects) * size
-    outline = rng.random() < 0.125 and smallest >= 8
+    finest = min(r for _, _, r in objects) * size
+    outline = rng.random() < 0.125 and finest >= 8
     for x, y, r in objects:
         xy = [tuple(p) for p in (shape_outline(spec.shape, rng) * r + [x, y]) * size * scale]
-        if not outline: draw.polygon(xy, fill=255)
-        else: draw.line(xy + xy[:2], fill=255, width=round(max(1.2 * scale, rng.uniform(0.12, 0.25) * r * size * scale)), joint="curve")
+        if not outline: draw.polygon(xy, fill=255); continue
+        width = round(max(2 * scale, rng.uniform(0.12, 0.25) * r * size * scale))
+        draw.line(xy + xy[:2], fill=255, width=width, joint="curve")
+        finest = min(finest, width / scale)
     if scale > 1: canvas = canvas.resize((size, size), [Image.BOX, Image.BILINEAR, Image.LANCZOS][rng.integers(3)])
-    return np.asarray(canvas, dtype=np.float32) / 255, smallest
+    return np.asarray(canvas, dtype=np.float32) / 255, finest
 
 def _lit(colour, size: int, rng: np.random.Generator) -> np.ndarray:
     "A (size, size, 3) layer of `colour` under soft light: a brightness ramp of up to +-7 % across the picture."
@@ -816,7 +819,8 @@ def _lit(colour, size: int, rng: np.random.Generator) -> np.ndarray:
 def camera(img: np.ndarray, rng: np.random.Generator, detail: float = 8.0) -> Image.Image:
     """An RGB picture from a float array, with what cameras, screenshots and files do to pictures, each now and then:
     a little contrast and brightness, sensor noise, blur, shrinking and enlarging again, JPEG compression. Blur and
-    shrinking keep the picture's smallest `detail` (pixels, e.g. an object's radius) legible: 6 pixels or more."""
+    shrinking keep the picture's finest `detail` (pixels: an object's radius, an outline's width) 6 pixels or more;
+    under 8 pixels, JPEG keeps full colour resolution and quality 75 or more, or a thin line loses its colour."""
     img = np.asarray(img, dtype=np.float32)
     size = img.shape[0]
     if rng.random() < 0.4: img = (img - img.mean()) * rng.uniform(0.9, 1.1) + img.mean() + rng.uniform(-10, 10)
@@ -829,7 +833,8 @@ def camera(img: np.ndarray, rng: np.random.Generator, detail: float = 8.0) -> Im
         out = out.resize((small, small), filters[rng.integers(4)]).resize((size, size), filters[rng.integers(4)])
     if rng.random() < 0.25:
         buf = io.BytesIO()
-        out.save(buf, "JPEG", quality=int(rng.integers(35, 92)))
+        fine = detail < 8
+        out.save(buf, "JPEG", quality=int(rng.integers(75 if fine else 35, 92)), subsampling=0 if fine else 2)
         out = Image.open(buf).convert("RGB")
     return out
 
@@ -840,8 +845,8 @@ def render_shapes(spec: ShapeSpec, size: int = 64, rng: np.random.Generator | in
     rng = np.random.default_rng(rng)
     ink = random_shade(spec.colour, rng)
     bg = background_for(ink, spec.background, size, rng).astype(np.float32)
-    alpha, smallest = _object_mask(spec, size, rng)
-    return camera(bg * (1 - alpha[..., None]) + _lit(ink, size, rng) * alpha[..., None], rng, detail=smallest)
+    alpha, finest = _object_mask(spec, size, rng)
+    return camera(bg * (1 - alpha[..., None]) + _lit(ink, size, rng) * alpha[..., None], rng, detail=finest)
 
 # %% ../nbs/01_data.ipynb #15f76e91
 BACKGROUND_WEIGHTS = dict(plain=0.22, noise=0.14, gradient=0.12, stripes=0.08, checker=0.08, blobs=0.1, texture=0.13, scene=0.13)
@@ -1540,7 +1545,8 @@ def digit_picture(img: Image.Image, rng: np.random.Generator, size: int) -> Imag
     alpha = alpha ** rng.uniform(0.6, 1.6) if rng.random() < 0.8 else (alpha > rng.uniform(0.3, 0.6)).astype(np.float32)
     ink = np.full(3, rng.uniform(0, 70)) if rng.random() < 0.45 else hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 1), rng.uniform(0, 1))
     weights = np.array([BACKGROUND_WEIGHTS[b] for b in BACKGROUNDS])
-    bg = background_for(ink, str(rng.choice(BACKGROUNDS, p=weights / weights.sum())), size, rng).astype(np.float32)
+    kind = str(rng.choice(BACKGROUNDS, p=weights / weights.sum()))
+    bg = background_for(ink, kind, size, rng, min_delta=1.5 * MIN_CONTRAST).astype(np.float32)   # thin, soft strokes need more than a filled shape
     return camera(bg * (1 - alpha[..., None]) + _lit(ink, size, rng) * alpha[..., None], rng, detail=h / 4)
 
 def render_digit_variant(pixels: np.ndarray, size: int, rng: np.random.Generator) -> Image.Image:
@@ -1552,7 +1558,7 @@ def render_digit_variant(pixels: np.ndarray, size: int, rng: np.random.Generator
     up = zoom(np.pad(np.asarray(pixels, dtype=np.float64) / 16, 1), side / 8, order=3)     # the padding keeps the strokes whole
     cover = np.zeros((size, size))
     n, o = min(size, len(up)), (size - min(size, len(up))) // 2
-    cover[o:o + n, o:o + n] = np.clip((up[:n, :n] - rng.uniform(0.4, 0.55)) / 0.15, 0, 1)
+    cover[o:o + n, o:o + n] = np.clip((up[:n, :n] - rng.uniform(0.35, 0.47)) / 0.15, 0, 1)   # higher cuts break the thin strokes of an 8 or a 0
     palette = [c for shades in VARIANT_PALETTE.values() for c in shades]
     ink = np.array(palette[rng.integers(len(palette))], float) if rng.random() < 0.5 else np.full(3, rng.uniform(0, 50))
     bg = _variant_paper(ink, rng, muted=0.0) + (rng.normal(0, rng.uniform(3, 10), (size, size, 1)) if rng.random() < 0.5 else 0)
