@@ -1,4 +1,4 @@
-"""An RVQ codec turns speech into 12.5 codes a second; a Talker predicts those codes from the text; Griffin-Lim plays them.
+"""An RVQ codec turns speech into 12.5 codes a second; a Talker predicts those codes from the text in one of four voices; a small neural vocoder, trained here from scratch, plays them, as a stream.
 
 Docs: https://muomni.github.io/muomni/stage_d.html.md"""
 
@@ -6,8 +6,8 @@ Docs: https://muomni.github.io/muomni/stage_d.html.md"""
 
 # %% ../nbs/30_stage_d.ipynb #672eb4dc
 from __future__ import annotations
-import contextlib, json, math, random, sys, time
-from dataclasses import dataclass, replace
+import contextlib, ctypes, difflib, json, math, random, sys, time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,13 +27,21 @@ class one_thread:
     def __exit__(self, *exc): torch.set_num_threads(self.n)
 
 # %% auto #0
-__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'one_thread', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ',
-           'RVQCodec', 'pad_mel', 'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec',
-           'load_codec', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'speech_corpus',
-           'count_samples', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker',
-           'talker_loss', 'phone_inventory', 'text_phonemes', 'speak_codes', 'codes_to_wave', 'talker_eval_fn',
-           'save_talker_extras', 'load_talker', 'attach_codec', 'speak', 'error_rates', 'asr_judge', 'codec_resynth',
-           'roundtrip', 'train_talker', 'roundtrip_metrics', 'evaluate_talker', 'bench']
+__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'STFT_RESOLUTIONS', 'MCD_ORDER', 'BENCH_SHORT',
+           'BENCH_LONG', 'one_thread', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ', 'RVQCodec',
+           'pad_mel', 'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
+           'espeak_phonemes', 'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config',
+           'check_voices', 'speech_corpus', 'phoneme_agreement', 'count_samples', 'VocoderConfig', 'vocoder_config',
+           'ConvNeXt1d', 'ola_envelope', 'Vocoder', 'stft_magnitude', 'vocoder_loss', 'audio_of', 'VocoderCrops',
+           'codec_mel', 'cepstra', 'frame_mcd', 'dtw_mean', 'mel_cepstral_distance', 'vocoder_metrics', 'train_vocoder',
+           'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker',
+           'talker_loss', 'phone_inventory', 'speak_codes', 'codes_to_mel', 'mel_to_audio', 'codes_to_wave',
+           'MelStream', 'WaveStream', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss',
+           'voice_id_config', 'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'talker_eval_fn',
+           'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of', 'vocoder_name',
+           'default_talker', 'speak', 'speak_stream', 'error_rates', 'asr_judge', 'codec_resynth', 'reference_audio',
+           'roundtrip', 'roundtrip_summary', 'train_talker', 'roundtrip_metrics', 'talker_voice_accuracy',
+           'evaluate_talker', 'stream_timing', 'stream_difference', 'stream_metrics', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -54,6 +62,7 @@ class CodecConfig(TrainConfig):
     restart_every: int = 25        # training steps between dead-code restarts
     dead_usage: float = 0.05       # a code is dead when its usage EMA falls below this share of the uniform rate
     window: int = 32               # code frames per training crop (2.56 s)
+    n_voices: int = 0              # > 0: the decoder adds a learned vector per voice (who speaks), the codes carry what is said
 
 # %% ../nbs/30_stage_d.ipynb #c1c7f78d
 class ResConv(nn.Module):
@@ -137,7 +146,7 @@ class ResidualVQ(nn.Module):
 
 # %% ../nbs/30_stage_d.ipynb #51966786
 class RVQCodec(nn.Module):
-    "Log-mel (B, T, 128) <-> codes (B, T/8, codebooks) at 12.5 Hz."
+    "Log-mel (B, T, 128) <-> codes (B, T/8, codebooks) at 12.5 Hz; the decoder also takes a voice when `n_voices` > 0."
     def __init__(self, cfg: CodecConfig):
         super().__init__()
         self.cfg = cfg
@@ -148,6 +157,7 @@ class RVQCodec(nn.Module):
         self.to_latent = nn.Linear(cfg.hidden, cfg.latent_dim)
         self.rvq = ResidualVQ(cfg.codebooks, cfg.codebook_size, cfg.latent_dim, cfg.commitment, cfg.restart_every, cfg.dead_usage)
         self.from_latent = nn.Linear(cfg.latent_dim, cfg.hidden)
+        self.voice_embed = nn.Embedding(cfg.n_voices, cfg.hidden) if cfg.n_voices else None
         self.decoder = nn.Sequential(*[ResConv(cfg.hidden, 5) for _ in range(cfg.dec_blocks)])
         self.unstack = nn.Linear(cfg.hidden, cfg.n_mels * STACK)
         self.postnet = nn.Sequential(*[ResConv(cfg.n_mels, 5) for _ in range(cfg.post_blocks)])
@@ -174,21 +184,30 @@ class RVQCodec(nn.Module):
         h = run_masked(self.encoder, h, length_mask(None if lengths is None else lengths // STACK, T // STACK, h))
         return self.to_latent(h.transpose(1, 2))
 
-    def decode_latents(self, zq: torch.Tensor, lengths=None) -> torch.Tensor:
+    def _add_voice(self, h: torch.Tensor, voice) -> torch.Tensor:
+        "h (B, hidden, L) plus the voice vector: `voice` an int, (B,) for whole rows or (B, L) per code frame."
+        if self.voice_embed is None: return h
+        if voice is None: raise ValueError(f"this codec was trained on {self.cfg.n_voices} voices: decoding needs voice=<index>")
+        voice = torch.as_tensor(voice, device=h.device).long()
+        if voice.ndim == 0: voice = voice.expand(h.shape[0])
+        v = self.voice_embed(voice)                                   # (B, hidden) or (B, L, hidden)
+        return h + (v[:, :, None] if v.ndim == 2 else v.transpose(1, 2))
+
+    def decode_latents(self, zq: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
         "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
         B, L, _ = zq.shape
-        h = self.from_latent(zq).transpose(1, 2)
+        h = self._add_voice(self.from_latent(zq).transpose(1, 2), voice)
         h = run_masked(self.decoder, h, length_mask(lengths, L, h)).transpose(1, 2)
         x = self.unstack(h).reshape(B, L * STACK, -1).transpose(1, 2)
         x = run_masked(self.postnet, x, length_mask(None if lengths is None else lengths * STACK, L * STACK, x))
         return x.transpose(1, 2)
 
-    def forward(self, mel: torch.Tensor):
+    def forward(self, mel: torch.Tensor, voice=None):
         "-> (reconstruction, target) in standardised units, codes (B, L, n_q), vq loss."
         z = self.latents(mel)
         B, L, D = z.shape
         zq, codes, vq_loss = self.rvq(z.reshape(-1, D))
-        return self.decode_latents(zq.reshape(B, L, D)), self.normalize(mel), codes.reshape(B, L, -1), vq_loss
+        return self.decode_latents(zq.reshape(B, L, D), voice=voice), self.normalize(mel), codes.reshape(B, L, -1), vq_loss
 
     @torch.no_grad()
     def encode(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
@@ -201,9 +220,9 @@ class RVQCodec(nn.Module):
         return torch.stack(codes, -1).reshape(B, L, -1)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, lengths=None) -> torch.Tensor:
-        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
-        return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths))
+    def decode(self, codes: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
+        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row; `voice`: see `_add_voice`."
+        return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths, voice))
 
 def pad_mel(mel: torch.Tensor, multiple: int = STACK) -> torch.Tensor:
     "Pad a (T, n_mels) log-mel at the end with its quietest frame so T is a multiple of `multiple`."
@@ -214,16 +233,23 @@ def pad_mel(mel: torch.Tensor, multiple: int = STACK) -> torch.Tensor:
 
 # %% ../nbs/30_stage_d.ipynb #3f93e565
 class MelWindows(torch.utils.data.Dataset):
-    "Crops of `window` code frames (8 mel frames each) from a list of (T, n_mels) log-mels laid end to end."
-    def __init__(self, mels: list[torch.Tensor], window: int):
+    """Crops of `window` code frames (8 mel frames each) from a list of (T, n_mels) log-mels laid end to end; with
+    `voices` (one index per log-mel) each crop comes with the voice of each of its code frames."""
+    def __init__(self, mels: list[torch.Tensor], window: int, voices: list[int] | None = None):
         self.stream = torch.cat([m.float() for m in mels])
         self.frames = window * STACK
         if len(self.stream) < self.frames: raise ValueError(f"{len(self.stream)} mel frames are fewer than one window of {self.frames}")
+        if voices is not None and len(voices) != len(mels): raise ValueError(f"{len(voices)} voices for {len(mels)} log-mels")
+        self.voice_stream = None if voices is None else torch.cat([torch.full((len(m),), v) for m, v in zip(mels, voices)])
     def __len__(self): return (len(self.stream) - self.frames) // STACK + 1
-    def __getitem__(self, i): return self.stream[i * STACK: i * STACK + self.frames]
+    def __getitem__(self, i):
+        crop = self.stream[i * STACK: i * STACK + self.frames]
+        if self.voice_stream is None: return crop
+        return crop, self.voice_stream[i * STACK: i * STACK + self.frames: STACK]    # utterances are whole code frames
 
 def codec_loss(model, batch) -> dict:
-    rec, target, codes, vq_loss = model(batch)
+    mel, voice = batch if isinstance(batch, (list, tuple)) else (batch, None)
+    rec, target, codes, vq_loss = model(mel, voice)
     mse = F.mse_loss(rec, target)
     return dict(loss=mse + vq_loss, mse=mse, vq=vq_loss)
 
@@ -237,14 +263,14 @@ def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict:
     return dict(codebook_usage=(counts > 0).float().mean().item(), perplexity=[round(x, 2) for x in perplexity.tolist()])
 
 @torch.no_grad()
-def codec_metrics(model: RVQCodec, mels: list[torch.Tensor]) -> dict:
+def codec_metrics(model: RVQCodec, mels: list[torch.Tensor], voices: list[int] | None = None) -> dict:
     "Held-out reconstruction MSE (standardised and raw log-mel units) and codebook statistics."
     dev = next(model.parameters()).device
     se = se_raw = n = 0.0
     all_codes = []
-    for m in mels:
+    for k, m in enumerate(mels):
         mel = pad_mel(m.float()).to(dev)[None]
-        rec, target, codes, _ = model(mel)
+        rec, target, codes, _ = model(mel, None if voices is None else voices[k])
         se += F.mse_loss(rec.float(), target, reduction="sum").item(); n += target.numel()
         se_raw += F.mse_loss(model.denormalize(rec.float()), mel, reduction="sum").item()
         all_codes.append(codes[0])
@@ -252,14 +278,18 @@ def codec_metrics(model: RVQCodec, mels: list[torch.Tensor]) -> dict:
     return dict(recon_mse=se / n, recon_mse_logmel=se_raw / n, codebook_usage=stats["codebook_usage"],
                 **{f"perplexity_{i}": p for i, p in enumerate(stats["perplexity"])})
 
-def train_codec(cfg: CodecConfig, train_mels: list[torch.Tensor], val_mels: list[torch.Tensor], plot: bool = True):
-    "Train an RVQCodec on (T, n_mels) log-mels; returns (codec in eval mode, held-out metrics); writes metrics.json."
+def train_codec(cfg: CodecConfig, train_mels: list[torch.Tensor], val_mels: list[torch.Tensor], plot: bool = True,
+                train_voices: list[int] | None = None, val_voices: list[int] | None = None):
+    """Train an RVQCodec on (T, n_mels) log-mels (with their voice indices when `cfg.n_voices` > 0); returns
+    (codec in eval mode, held-out metrics); writes metrics.json."""
+    if cfg.n_voices and (train_voices is None or val_voices is None): raise ValueError("a codec with n_voices > 0 needs the voices of its log-mels")
     torch.manual_seed(cfg.seed)
     model = RVQCodec(cfg)
     mean, std = data.mel_stats([m.T for m in train_mels])
     model.set_stats(mean, std)
-    trainer = Trainer(model, cfg, MelWindows(train_mels, cfg.window), codec_loss,
-                      eval_fn=lambda m: codec_metrics(m, val_mels), best="recon_mse", plot=plot, name="rvq_codec")
+    trainer = Trainer(model, cfg, MelWindows(train_mels, cfg.window, train_voices if cfg.n_voices else None), codec_loss,
+                      eval_fn=lambda m: codec_metrics(m, val_mels, val_voices if cfg.n_voices else None), best="recon_mse",
+                      plot=plot, name="rvq_codec")
     metrics = trainer.fit()
     metrics["dead_code_restarts"] = model.rvq.restarts
     return model.eval(), write_metrics(cfg, metrics, trainer, params=count_parameters(model))
@@ -277,28 +307,71 @@ def load_codec(path: str | Path, device: str = "cpu") -> RVQCodec:
 
 # %% ../nbs/30_stage_d.ipynb #a97bc571
 PAD, SIL, UNK = "<pad>", "<sil>", "<unk>"
+CLAUSE_END = ("_:", "_")            # the pause synthesis puts after every clause (its phoneme events show it)
+_TTP_MODE = ord(" ") << 8           # espeak_TextToPhonemes: ASCII mnemonics, separated by spaces
+_CHARS_UTF8 = 1
 
-def phoneme_timeline(events: dict, n_mel: int) -> tuple[list[str], list[int]]:
-    "espeak phoneme events -> (phonemes, durations in 10 ms mel frames) covering exactly `n_mel` frames."
-    starts, names = [0], [SIL]                       # leading silence before the first phoneme
-    for e in events["phonemes"]:
-        f = min(max(round(e.time_ms / 10), starts[-1]), n_mel)
-        starts.append(f); names.append(e.name)
+def espeak_phonemes(text: str, voice: str = "en-us") -> list[str]:
+    """espeak-ng's grapheme-to-phoneme pass alone (`espeak_TextToPhonemes`, clause by clause, nothing synthesized): the
+    phoneme mnemonics of `text` in `voice`'s accent, each clause followed by the pause synthesis would put there."""
+    if not isinstance(text, str) or not text.strip(): raise ValueError(f"nothing to speak: {text!r}")
+    engine = data.Espeak.get()
+    to_phonemes = engine.lib.espeak_TextToPhonemes
+    to_phonemes.restype, to_phonemes.argtypes = ctypes.c_char_p, [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    buf = ctypes.create_string_buffer(text.encode("utf-8"))
+    ptr, out = ctypes.c_void_p(ctypes.addressof(buf)), []
+    with engine.lock:
+        engine.set_voice(voice)
+        while ptr.value:                              # espeak moves ptr past each clause; NULL after the last one
+            before = ptr.value
+            clause = to_phonemes(ctypes.byref(ptr), _CHARS_UTF8, _TTP_MODE) or b""
+            out += clause.decode("utf-8", "replace").split() + list(CLAUSE_END)
+            if ptr.value == before: break
+    return out
+
+def text_phonemes(text: str, voice: str = "en-us") -> list[str]:
+    "The Talker's input for `text` in `voice`: a leading silence, then `espeak_phonemes` (the same at training and inference)."
+    return [SIL] + espeak_phonemes(text, voice)
+
+def _unstressed(p: str) -> str: return p.lstrip("',")
+
+def phoneme_timeline(events: dict, n_mel: int, names: list[str] | None = None) -> tuple[list[str], list[int]]:
+    """espeak phoneme events -> (phonemes, durations in 10 ms mel frames) covering exactly `n_mel` frames, with a leading
+    silence. `names`: the phonemes to time (default: the events' own); each takes the start of the event it matches
+    (matched in order, stress marks ignored), and one without a match starts where the one before it does."""
+    ev_names = [e.name for e in events["phonemes"]]
+    ev_starts = [round(e.time_ms / 10) for e in events["phonemes"]]
+    names = ev_names if names is None else list(names)
+    match = {}
+    blocks = difflib.SequenceMatcher(None, [_unstressed(p) for p in names], [_unstressed(p) for p in ev_names], autojunk=False)
+    for a, b, size in blocks.get_matching_blocks(): match.update({a + k: b + k for k in range(size)})
+    starts = [0]                                       # leading silence before the first phoneme
+    for i in range(len(names)):
+        starts.append(min(max(ev_starts[match[i]] if i in match else starts[-1], starts[-1]), n_mel))
     ends = starts[1:] + [n_mel]
-    return names, [e - s for s, e in zip(starts, ends)]
+    return [SIL] + names, [e - s for s, e in zip(starts, ends)]
 
-def utterance(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50) -> dict:
-    "Synthesize `text`: its (T, 128) log-mel (T padded to a multiple of 8), phonemes and their durations."
+def utterance(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, keep_wave: bool = False) -> dict:
+    """Synthesize `text`: its (T, 128) log-mel (T padded to a multiple of 8), `text_phonemes` timed by the synthesis
+    events, and whether the two phoneme sequences agree (exactly; and without stress marks); the int16 wave if asked."""
     wave, sr, events = data.synthesize(text, voice=voice, rate=rate, pitch=pitch, events=True)
     mel = pad_mel(data.log_mel(wave, sr).T.contiguous())
-    phones, durs = phoneme_timeline(events, len(mel))
-    return dict(text=text, mel=mel.half(), phones=phones, durs=durs, seconds=len(wave) / sr)
+    names = espeak_phonemes(text, voice)
+    phones, durs = phoneme_timeline(events, len(mel), names)
+    synth_names = [e.name for e in events["phonemes"]]
+    u = dict(text=text, voice=voice, mel=mel.half(), phones=phones, durs=durs, seconds=len(wave) / sr,
+             phones_agree=names == synth_names,
+             phones_agree_unstressed=[_unstressed(p) for p in names] == [_unstressed(p) for p in synth_names])
+    if keep_wave: u["wave"] = (wave * 32768).round().clamp(-32768, 32767).short()
+    return u
 
 # %% ../nbs/30_stage_d.ipynb #a81553e4
+TALKER_VOICES = ["en-us", "en-us+f3", "en-gb-x-rp", "en-029"]    # American male and female, British RP, Caribbean
+
 @register_config("talker")
 @dataclass
 class TalkerConfig(TrainConfig):
-    "Stage D: the Talker (book's core sizes), its phoneme conditioning, the speech corpus and the codec run."
+    "Stage D: the Talker (book's core sizes), its phoneme conditioning, the speech corpus, and the codec and vocoder runs."
     d_model: int = 192
     n_layers: int = 4
     n_heads: int = 3
@@ -315,10 +388,11 @@ class TalkerConfig(TrainConfig):
     phone_layers: int = 3
     dur_weight: float = 1.0
     code_dropout: float = 0.1      # share of training frames whose previous codes are hidden (leans on the text)
-    voice: str = "en-us"
+    voices: list = field(default_factory=lambda: list(TALKER_VOICES))   # the voices the Talker learns (a learned vector each)
+    voice: str = "en-us"           # the voice `speak` uses when none is asked for (one of `voices`)
     rate: int = 175
     pitch: int = 50
-    n_train: int = 3000            # training sentences (the split registry's train split), spoken in `voice`
+    n_train: int = 3000            # training sentences (the split registry's train split), voices dealt in turn
     n_val: int = 100               # test sentences (the registry's test split: no stage trains on them)
     codec_dir: str = "checkpoints/rvq_codec"
     codec_steps: int = 1500
@@ -328,27 +402,52 @@ class TalkerConfig(TrainConfig):
     codec_latent_dim: int = 64
     codec_window: int = 32
     codec_max_time_s: float = 0.0
+    vocoder_dir: str = "checkpoints/vocoder"
+    vocoder_steps: int = 3000
+    vocoder_max_time_s: float = 0.0
+    vocoder_batch_size: int = 8
+    vocoder_lr: float = 2e-3
+    vocoder_channels: int = 128
+    vocoder_blocks: int = 6
+    vocoder_window: int = 32       # mel frames per training crop (0.32 s)
+    vocoder_utterances: int = 600  # training utterances whose audio is kept for the vocoder
+    vocoder_codec_share: float = 0.5   # share of vocoder training crops that start from the codec's reconstruction
+    voice_id_steps: int = 300      # training steps of the voice classifier (the judge of who is speaking)
     n_eval: int = 50
+    n_compare: int = 24            # test utterances for vocoder against Griffin-Lim (mel-cepstral distance, judge CER)
     temperature: float = 0.0       # 0: greedy decoding of codes
     asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": this preset's Stage B save folder)
 
 def codec_config(cfg: TalkerConfig) -> CodecConfig:
-    "The codec run's config, derived from the Talker config (its own save dir, steps, batch and lr)."
+    "The codec run's config, derived from the Talker config (its own save dir, steps, batch and lr; one vector per voice)."
     return CodecConfig(kind="codec", preset=cfg.preset, save_dir=cfg.codec_dir, data_dir=cfg.data_dir, device=cfg.device,
                        seed=cfg.seed, batch_size=cfg.codec_batch_size, lr=cfg.codec_lr, wd=0.0, warmup_steps=50,
                        max_steps=cfg.codec_steps, max_time_s=cfg.codec_max_time_s,
                        lr_schedule=cfg.lr_schedule if cfg.codec_max_time_s else "steps", val_freq=cfg.codec_steps // 3 if cfg.codec_steps >= 30 else 0,
                        checkpoint_freq=cfg.codec_steps, print_freq=max(min(50, cfg.codec_steps // 5), 1),
                        hidden=cfg.codec_hidden, latent_dim=cfg.codec_latent_dim, codebooks=cfg.codebooks,
-                       codebook_size=cfg.codebook_size, window=cfg.codec_window, use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype)
+                       codebook_size=cfg.codebook_size, window=cfg.codec_window, n_voices=len(cfg.voices),
+                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype)
+
+def check_voices(cfg: TalkerConfig) -> TalkerConfig:
+    "Fail early on a config whose voices espeak does not know, or whose default voice is not among them."
+    if not cfg.voices or len(set(cfg.voices)) != len(cfg.voices): raise ValueError(f"talker config: voices must be distinct and not empty, got {cfg.voices}")
+    if cfg.voice not in cfg.voices: raise ValueError(f"talker config: voice {cfg.voice!r} is not one of voices {cfg.voices}")
+    engine = data.Espeak.get()
+    with engine.lock:
+        for v in cfg.voices: engine.set_voice(v)    # raises ValueError naming an unknown voice
+    return cfg
 
 # %% ../nbs/30_stage_d.ipynb #6e308fd5
 def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[dict]]:
-    """`{train, test}` utterances of the Talker's voice, cached in data_dir: `n_train` sentences of the split registry's
-    train split (for the codec and the Talker) and `n_val` of its test split (for the round trip; no stage trains on them)."""
+    """`{train, test}` utterances, cached in data_dir: `n_train` sentences of the split registry's train split (for the
+    codec, the vocoder and the Talker) and `n_val` of its test split (for the round trip; no stage trains on them), the
+    voices dealt in turn. The first `vocoder_utterances` training utterances and every test one keep their audio."""
     from tqdm import tqdm
+    check_voices(cfg)
     reg = data.split_registry(cfg.data_dir)
-    params = dict(v=3, voice=cfg.voice, rate=cfg.rate, pitch=cfg.pitch, n_train=cfg.n_train, n_val=cfg.n_val, registry=reg["digest"])
+    params = dict(v=4, voices=cfg.voices, rate=cfg.rate, pitch=cfg.pitch, n_train=cfg.n_train, n_val=cfg.n_val,
+                  waves=cfg.vocoder_utterances, registry=reg["digest"])
     path = data.data_root(cfg.data_dir) / "talker" / f"corpus_{data.params_digest(params)}.pt"
     if path.exists(): return torch.load(path, weights_only=True)
     rows = {split: data.draw_sentences(data.registry_sentences(split, cfg.data_dir), n, data.SPEECH_MIX[split], f"talker-{split}")
@@ -356,10 +455,18 @@ def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[di
     out = {}
     with one_thread():                           # small per-utterance ops
         for split, picked in rows.items():
-            out[split] = [dict(utterance(r["text"], cfg.voice, cfg.rate, cfg.pitch), source=r["source"])
-                          for r in tqdm(picked, desc=f"espeak {split}", disable=not progress, file=sys.stdout, ascii=True, mininterval=5)]
+            out[split] = [dict(utterance(r["text"], cfg.voices[i % len(cfg.voices)], cfg.rate, cfg.pitch,
+                                         keep_wave=split == "test" or i < cfg.vocoder_utterances), source=r["source"])
+                          for i, r in enumerate(tqdm(picked, desc=f"espeak {split}", disable=not progress, file=sys.stdout,
+                                                     ascii=True, mininterval=5))]
     atomic_write(path, lambda t: torch.save(out, t))
     return out
+
+def phoneme_agreement(utterances: list[dict]) -> dict:
+    "Share of utterances whose `espeak_phonemes` equal the synthesis events' phonemes: exactly, and without stress marks."
+    n = max(len(utterances), 1)
+    return dict(phonemes_exact=sum(u["phones_agree"] for u in utterances) / n,
+                phonemes_unstressed=sum(u["phones_agree_unstressed"] for u in utterances) / n, phonemes_checked=len(utterances))
 
 # %% ../nbs/30_stage_d.ipynb #5d100e54
 def count_samples(cfg: TalkerConfig) -> int:
@@ -367,29 +474,240 @@ def count_samples(cfg: TalkerConfig) -> int:
     if cfg.n_train < 1: raise ValueError(f"talker config: n_train must be >= 1, got {cfg.n_train}")
     return cfg.n_train
 
+# %% ../nbs/30_stage_d.ipynb #2fdfc732
+@register_config("vocoder")
+@dataclass
+class VocoderConfig(TrainConfig):
+    "The iSTFT-head vocoder: log-mel -> per-frame STFT magnitude and phase -> inverse STFT (trained inside Stage D)."
+    n_mels: int = 128
+    channels: int = 128
+    blocks: int = 6
+    mult: int = 3                  # ConvNeXt MLP width, x channels
+    kernel: int = 7
+    n_fft: int = 640               # 4 hops: each output sample is the overlap of 4 windows
+    window: int = 32               # mel frames per training crop
+    mel_weight: float = 1.0        # log-mel L1 against the multi-resolution STFT loss
+    codec_share: float = 0.5       # share of training crops whose input is the codec's reconstruction
+
+def vocoder_config(cfg: TalkerConfig) -> VocoderConfig:
+    "The vocoder run's config, derived from the Talker config (its own save dir, steps, batch and lr)."
+    return VocoderConfig(kind="vocoder", preset=cfg.preset, save_dir=cfg.vocoder_dir, data_dir=cfg.data_dir, device=cfg.device,
+                         seed=cfg.seed, batch_size=cfg.vocoder_batch_size, lr=cfg.vocoder_lr, wd=0.01, betas=[0.8, 0.99],
+                         warmup_steps=50, max_steps=cfg.vocoder_steps, max_time_s=cfg.vocoder_max_time_s,
+                         lr_schedule=cfg.lr_schedule if cfg.vocoder_max_time_s else "steps",
+                         val_freq=cfg.vocoder_steps // 3 if cfg.vocoder_steps >= 30 else 0, checkpoint_freq=cfg.vocoder_steps,
+                         print_freq=max(min(50, cfg.vocoder_steps // 5), 1), channels=cfg.vocoder_channels,
+                         blocks=cfg.vocoder_blocks, window=cfg.vocoder_window, codec_share=cfg.vocoder_codec_share,
+                         use_amp=False)   # FFTs and phases in float32
+
+# %% ../nbs/30_stage_d.ipynb #ddd942df
+class ConvNeXt1d(nn.Module):
+    "x + scale * MLP(norm(depthwise_conv(x))): a ConvNeXt block over time; the norm per frame, the MLP per frame."
+    def __init__(self, channels: int, mult: int = 3, kernel: int = 7):
+        super().__init__()
+        self.dw = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.up, self.down = nn.Linear(channels, mult * channels), nn.Linear(mult * channels, channels)
+        self.scale = nn.Parameter(torch.full((channels,), 0.1))
+
+    def forward(self, x):                                       # (B, C, T)
+        h = self.down(F.gelu(self.up(self.norm(self.dw(x).transpose(1, 2)))))
+        return x + (self.scale * h).transpose(1, 2)
+
+def ola_envelope(window: torch.Tensor, hop: int, n_frames: int) -> torch.Tensor:
+    "Sum of squared windows at every sample of an overlap-add of `n_frames` frames (frame t centred on sample t * hop)."
+    n = len(window)
+    return F.fold(window.pow(2)[None, :, None].expand(1, n, n_frames), (1, (n_frames - 1) * hop + n), (1, n), stride=(1, hop))[0, 0, 0]
+
+class Vocoder(nn.Module):
+    "Raw log-mel (B, T, n_mels) -> wave (B, T * hop): ConvNeXt blocks predict each frame's STFT, an inverse STFT makes the wave."
+    def __init__(self, cfg: VocoderConfig):
+        super().__init__()
+        self.cfg, self.hop, self.n_fft = cfg, data.HOP_LENGTH, cfg.n_fft
+        self.register_buffer("mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("std", torch.ones(cfg.n_mels))
+        self.inp = nn.Conv1d(cfg.n_mels, cfg.channels, cfg.kernel, padding=cfg.kernel // 2)
+        self.norm_in = nn.LayerNorm(cfg.channels)
+        self.blocks = nn.Sequential(*[ConvNeXt1d(cfg.channels, cfg.mult, cfg.kernel) for _ in range(cfg.blocks)])
+        self.norm_out = nn.LayerNorm(cfg.channels)
+        self.head = nn.Linear(cfg.channels, cfg.n_fft + 2)      # log-magnitude and phase of n_fft // 2 + 1 bins
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean.copy_(mean.flatten()); self.std.copy_(std.flatten())
+
+    def reach(self) -> int:
+        "Log-mel frames each side that one spectrum frame depends on."
+        return (self.cfg.kernel // 2) * (1 + self.cfg.blocks)
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        "Raw log-mel (B, T, n_mels) -> complex STFT frames (B, T, n_fft // 2 + 1)."
+        x = self.inp(((mel - self.mean) / self.std).transpose(1, 2))
+        x = self.norm_in(x.transpose(1, 2)).transpose(1, 2)
+        logmag, phase = self.head(self.norm_out(self.blocks(x).transpose(1, 2))).float().chunk(2, -1)
+        return torch.polar(torch.exp(logmag.clamp(max=7.0)), phase)
+
+    def frames(self, spec: torch.Tensor) -> torch.Tensor:
+        "Complex STFT frames (B, T, F) -> windowed time-domain frames (B, T, n_fft)."
+        return torch.fft.irfft(spec, n=self.n_fft) * self.window
+
+    def overlap_add(self, spec: torch.Tensor) -> torch.Tensor:
+        "Inverse STFT: (B, T, F) frames -> (B, T * hop) samples, frame t centred on sample t * hop."
+        B, T, _ = spec.shape
+        n, half = self.n_fft, self.n_fft // 2
+        total = (T - 1) * self.hop + n
+        out = F.fold(self.frames(spec).transpose(1, 2), (1, total), (1, n), stride=(1, self.hop))[:, 0, 0]
+        return (out / ola_envelope(self.window, self.hop, T).clamp_min(1e-8))[:, half: half + T * self.hop]
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor: return self.overlap_add(self.spectrum(mel))
+
+# %% ../nbs/30_stage_d.ipynb #a1f33f27
+STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))     # (n_fft, hop) of the multi-resolution STFT loss
+
+def stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft, device=wave.device)
+    return torch.stft(wave.float(), n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
+
+def vocoder_loss(model, batch, mel_weight: float = 1.0) -> dict:
+    "Multi-resolution STFT loss (spectral convergence + log-magnitude L1, averaged) + `mel_weight` x log-mel L1."
+    mel, wave = batch
+    pred = model(mel)
+    stft = 0.0
+    for n_fft, hop in STFT_RESOLUTIONS:
+        p, t = stft_magnitude(pred, n_fft, hop), stft_magnitude(wave, n_fft, hop)
+        stft = stft + torch.linalg.norm(t - p) / torch.linalg.norm(t) + F.l1_loss(p.log(), t.log())
+    stft = stft / len(STFT_RESOLUTIONS)
+    mel_l1 = F.l1_loss(data.log_mel(pred), data.log_mel(wave))
+    return dict(loss=stft + mel_weight * mel_l1, stft=stft, mel=mel_l1)
+
+def audio_of(u: dict) -> torch.Tensor:
+    "An utterance's kept int16 audio as float, zero-padded to 160 samples per log-mel frame (the vocoder's length)."
+    if "wave" not in u: raise KeyError(f"utterance {u['text'][:40]!r} kept no audio (speech_corpus keeps it for the first vocoder_utterances)")
+    w = u["wave"].float() / 32768
+    return F.pad(w, (0, len(u["mel"]) * data.HOP_LENGTH - len(w)))
+
+class VocoderCrops(torch.utils.data.Dataset):
+    """Aligned crops: `window` log-mel frames and their window x 160 samples, every window/2 frames of each utterance;
+    with `alt_mels` (the codec's reconstructions, frame-aligned with the audio) a `share` of the crops read those instead."""
+    def __init__(self, mels, waves, window: int, alt_mels=None, share: float = 0.0, seed: int = 0):
+        self.mels, self.waves, self.alt, self.window = mels, waves, alt_mels, window
+        self.index = [(u, s) for u, m in enumerate(mels) for s in range(0, len(m) - window + 1, max(window // 2, 1))]
+        if not self.index: raise ValueError(f"no utterance has {window} log-mel frames for a vocoder crop")
+        rng = random.Random(seed)
+        self.use_alt = [alt_mels is not None and rng.random() < share for _ in self.index]
+    def __len__(self): return len(self.index)
+    def __getitem__(self, i):
+        u, s = self.index[i]
+        mel = (self.alt if self.use_alt[i] else self.mels)[u][s:s + self.window].float()
+        return mel, self.waves[u][s * data.HOP_LENGTH:(s + self.window) * data.HOP_LENGTH]
+
+@torch.no_grad()
+def codec_mel(codec: RVQCodec, mel: torch.Tensor, voice: int) -> torch.Tensor:
+    "A (T, n_mels) log-mel through the codec (encode, decode in `voice`): what the Talker's codes sound like at best."
+    dev = next(codec.parameters()).device
+    return codec.decode(codec.encode(pad_mel(mel.float()).to(dev)[None]), voice=voice)[0, :len(mel)].cpu()
+
+# %% ../nbs/30_stage_d.ipynb #73c5448b
+MCD_ORDER = 24
+_dct_cache: dict = {}
+
+def cepstra(logmel: torch.Tensor, order: int = MCD_ORDER) -> torch.Tensor:
+    "(T, n_mels) log-mel (natural log of power) -> (T, order) mel-cepstra c1..c_order of the log amplitude (orthonormal DCT-II)."
+    n = logmel.shape[-1]
+    if n not in _dct_cache:
+        k, i = torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n, dtype=torch.float64)[None]
+        basis = torch.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.sqrt(2 / n)
+        basis[0] /= math.sqrt(2)
+        _dct_cache[n] = basis
+    return (0.5 * logmel.double()) @ _dct_cache[n][1:order + 1].T
+
+def frame_mcd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    "Per-frame MCD in dB between cepstra a (N, d) and b (M, d): (N, M) for all pairs."
+    return torch.cdist(a, b) * (math.sqrt(2) * 10 / math.log(10))
+
+def dtw_mean(cost: torch.Tensor) -> float:
+    "Mean cost along the cheapest monotone path from (0, 0) to (N-1, M-1) through `cost` (N, M) (steps down, right, diagonal)."
+    N, M = cost.shape
+    acc = torch.full((N + 1, M + 1), math.inf, dtype=torch.float64); acc[0, 0] = 0
+    steps = torch.zeros((N + 1, M + 1), dtype=torch.float64)
+    for d in range(2, N + M + 1):                        # anti-diagonals: every cell's three predecessors are done
+        i = torch.arange(max(1, d - M), min(N, d - 1) + 1); j = d - i
+        cands = torch.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])
+        best = cands.argmin(0)
+        prev_steps = torch.stack([steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1]]).gather(0, best[None])[0]
+        acc[i, j] = cands.gather(0, best[None])[0] + cost[i - 1, j - 1]
+        steps[i, j] = prev_steps + 1
+    return float(acc[N, M] / steps[N, M])
+
+def mel_cepstral_distance(reference: torch.Tensor, wave: torch.Tensor, align: bool = False) -> float:
+    "MCD (dB) of `wave` against `reference` (16 kHz waves): frame by frame, or along a DTW alignment with `align=True`."
+    a, b = cepstra(data.log_mel(reference).T), cepstra(data.log_mel(wave).T)
+    if align: return dtw_mean(frame_mcd(a, b))
+    n = min(len(a), len(b))
+    return frame_mcd(a[:n], b[:n]).diagonal().mean().item()
+
+# %% ../nbs/30_stage_d.ipynb #2cc005f7
+@torch.no_grad()
+def vocoder_metrics(model: Vocoder, utterances: list[dict]) -> dict:
+    "Held-out MCD (dB) of the vocoder on the true log-mels of `utterances`, against their audio."
+    dev = next(model.parameters()).device
+    mcds = [mel_cepstral_distance(audio_of(u), model(u["mel"].float().to(dev)[None])[0].float().cpu()) for u in utterances]
+    return dict(mcd=sum(mcds) / max(len(mcds), 1))
+
+def train_vocoder(cfg: VocoderConfig, train: list[dict], val: list[dict], codec: RVQCodec | None = None,
+                  voices: list[str] | None = None, plot: bool = True):
+    """Train a Vocoder on utterances that kept their audio (true log-mels, and the codec's reconstructions of them for a
+    `cfg.codec_share` of the crops when `codec` and the `voices` list are given); returns (vocoder in eval mode, metrics)."""
+    torch.manual_seed(cfg.seed)
+    train = [u for u in train if "wave" in u]
+    mels, waves = [u["mel"] for u in train], [audio_of(u) for u in train]
+    alt = None
+    if codec is not None and cfg.codec_share > 0:
+        with one_thread(): alt = [codec_mel(codec, u["mel"], voices.index(u["voice"])).half() for u in train]
+    model = Vocoder(cfg)
+    model.set_stats(*data.mel_stats([m.float().T for m in mels]))
+    trainer = Trainer(model, cfg, VocoderCrops(mels, waves, cfg.window, alt, cfg.codec_share, cfg.seed),
+                      lambda m, b: vocoder_loss(m, b, cfg.mel_weight), eval_fn=lambda m: vocoder_metrics(m, val),
+                      best="mcd", plot=plot, name="vocoder")
+    metrics = trainer.fit()
+    return model.eval(), write_metrics(cfg, metrics, trainer, params=count_parameters(model), train_utterances=len(train),
+                                       codec_crops=sum(trainer.train_data.use_alt))
+
+def load_vocoder(path: str | Path, device: str = "cpu") -> Vocoder:
+    "A Vocoder from a checkpoint file or a save dir (final.pt, else best.pt, else last.pt)."
+    path = find_checkpoint(path, required=False) or resolve_path(path)
+    if not path.is_file(): raise FileNotFoundError(f"vocoder checkpoint not found: {path} (train it with train_vocoder)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    known = set(VocoderConfig.__dataclass_fields__)
+    model = Vocoder(VocoderConfig(**{k: v for k, v in state.get("config", {}).items() if k in known}))
+    load_checkpoint(path, model)
+    return model.to(pick_device(device)).eval()
+
 # %% ../nbs/30_stage_d.ipynb #3de2d8ed
 class PhoneConditioner(nn.Module):
-    "Phonemes -> contextual vectors, per-phoneme log-durations, and per-code-frame conditioning vectors."
+    "Phonemes and a voice -> contextual vectors, per-phoneme log-durations, and per-code-frame conditioning vectors."
     def __init__(self, cfg: TalkerConfig, n_phones: int):
         super().__init__()
         d = cfg.phone_dim
         self.embed = nn.Embedding(n_phones, d, padding_idx=0)
+        self.voice_phone = nn.Embedding(len(cfg.voices), d)              # the voice shapes durations and sounds ...
+        self.voice_frame = nn.Embedding(len(cfg.voices), cfg.d_model)    # ... and every code frame
         self.encoder = nn.Sequential(*[ResConv(d, 5) for _ in range(cfg.phone_layers)])
         self.duration = nn.Sequential(ResConv(d, 3), nn.Conv1d(d, 1, 1))
         self.frame_proj = nn.Linear(STACK * d, cfg.d_model)
 
-    def encode(self, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "phones (B, N), padded with 0 (<pad>) -> (contextual vectors (B, N, d), predicted log(1 + frames) (B, N))."
-        h = self.embed(phones).transpose(1, 2)
+    def encode(self, phones: torch.Tensor, voice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "phones (B, N), padded with 0 (<pad>), voice (B,) -> (contextual vectors (B, N, d), predicted log(1 + frames) (B, N))."
+        h = (self.embed(phones) + self.voice_phone(voice)[:, None]).transpose(1, 2)
         mask = (phones != 0)[:, None].to(h.dtype)           # the convolutions never read a padded phoneme
         h = run_masked(self.encoder, h, mask)
         return h.transpose(1, 2), run_masked(self.duration, h, mask).squeeze(1)
 
-    def frames(self, h: torch.Tensor, frame_phone: torch.Tensor) -> torch.Tensor:
-        "h (B, N, d), frame_phone (B, 8L) phoneme index of each mel frame -> (B, L, d_model)."
+    def frames(self, h: torch.Tensor, frame_phone: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
+        "h (B, N, d), frame_phone (B, 8L) phoneme index of each mel frame, voice (B,) -> (B, L, d_model)."
         B, T = frame_phone.shape
         per_mel = torch.gather(h, 1, frame_phone[..., None].expand(B, T, h.shape[-1]))
-        return self.frame_proj(per_mel.reshape(B, T // STACK, -1))
+        return self.frame_proj(per_mel.reshape(B, T // STACK, -1)) + self.voice_frame(voice)[:, None]
 
 def frame_index(durs: torch.Tensor, n_frames: int) -> torch.Tensor:
     "Durations (N,) in mel frames -> the phoneme index of each of `n_frames` mel frames (last phoneme extends)."
@@ -399,11 +717,13 @@ def frame_index(durs: torch.Tensor, n_frames: int) -> torch.Tensor:
 
 # %% ../nbs/30_stage_d.ipynb #9ec80a7b
 class Talker(nn.Module):
-    "Autoregressive code-frame transformer (both codebooks per step), conditioned frame by frame on phonemes."
+    "Autoregressive code-frame transformer (both codebooks per step), conditioned frame by frame on phonemes and a voice."
     def __init__(self, cfg: TalkerConfig, phones: list[str]):
         super().__init__()
         self.cfg, self.phones = cfg, list(phones)
         self.phone_ids = {p: i for i, p in enumerate(self.phones)}
+        self.voices = list(cfg.voices)
+        if cfg.voice not in self.voices: raise ValueError(f"talker config: voice {cfg.voice!r} is not one of voices {self.voices}")
         if cfg.d_model % cfg.n_heads: raise ValueError(f"d_model {cfg.d_model} must divide by n_heads {cfg.n_heads}")
         block_cfg = SimpleNamespace(d_model=cfg.d_model, n_heads=cfg.n_heads, kv_groups=cfg.n_kv_heads, d_ff=cfg.d_ff,
                                     dropout=cfg.dropout, norm_eps=cfg.norm_eps, use_moe=False)
@@ -427,6 +747,17 @@ class Talker(nn.Module):
     def phone_tensor(self, phones: list[str]) -> torch.Tensor:
         return torch.tensor([self.phone_ids.get(p, self.phone_ids[UNK]) for p in phones])
 
+    def voice_index(self, voice: str | None = None) -> int:
+        "Index of `voice` (None: the config's default voice) among the voices this Talker learned."
+        voice = self.cfg.voice if voice is None else voice
+        if voice not in self.voices: raise ValueError(f"unknown voice {voice!r}; this Talker speaks {', '.join(self.voices)}")
+        return self.voices.index(voice)
+
+    def _voice_tensor(self, voice, batch: int) -> torch.Tensor:
+        dev = self.rope_cos.device
+        if voice is None: return torch.full((batch,), self.voice_index(), device=dev)
+        return torch.as_tensor(voice, device=dev).long().expand(batch)
+
     def _inputs(self, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         "cond (B, L, d) plus the embeddings of the previous frame's codes prev (B, L, n_q) (None: first frame)."
         if prev is None: return cond
@@ -444,10 +775,12 @@ class Talker(nn.Module):
         if i: h = h + sum(self.depth_embed[j](prev_codes[j]) for j in range(i) if j < len(self.depth_embed))
         return h @ self.code_embed[i].weight.t()
 
-    def forward(self, phones, frame_phone, codes):
-        "Teacher forcing. phones (B, N), frame_phone (B, 8L), codes (B, L, n_q) -> (list of (B, L, K) logits, log-durations)."
-        h_ph, log_dur = self.cond.encode(phones)
-        cond = self.cond.frames(h_ph, frame_phone)
+    def forward(self, phones, frame_phone, codes, voice=None):
+        """Teacher forcing. phones (B, N), frame_phone (B, 8L), codes (B, L, n_q), voice (B,) voice indices (None: the
+        default voice) -> (list of (B, L, K) logits, log-durations)."""
+        voice = self._voice_tensor(voice, phones.shape[0])
+        h_ph, log_dur = self.cond.encode(phones, voice)
+        cond = self.cond.frames(h_ph, frame_phone, voice)
         prev = F.pad(codes[:, :-1], (0, 0, 1, 0))
         keep = torch.ones(codes.shape[:2], device=codes.device)
         keep[:, 0] = 0                                          # the first frame has no previous codes
@@ -458,20 +791,22 @@ class Talker(nn.Module):
         return logits, log_dur
 
     @torch.no_grad()
-    def plan(self, phones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "phones (N,) -> (predicted durations (N,) in mel frames, conditioning (1, L, d)); L fixes the length (the stop)."
-        h_ph, log_dur = self.cond.encode(phones[None])
+    def plan(self, phones: torch.Tensor, voice: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """phones (N,), voice index (None: the default voice) -> (predicted durations (N,) in mel frames, conditioning
+        (1, L, d)); L fixes the length (the stop)."""
+        voice = self._voice_tensor(voice, 1)
+        h_ph, log_dur = self.cond.encode(phones[None], voice)
         durs = (log_dur[0].exp() - 1).round().clamp_min(0).long()
         n_mel = max(int(durs.sum()), 1)
         n_mel += (-n_mel) % STACK
-        return durs, self.cond.frames(h_ph, frame_index(durs.cpu(), n_mel)[None].to(h_ph.device))
+        return durs, self.cond.frames(h_ph, frame_index(durs.cpu(), n_mel)[None].to(h_ph.device), voice)
 
     @torch.no_grad()
-    def generate(self, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
-        "KV-cached generation of codes (B, L, n_q) for conditioning (B, L, d), one frame (both codebooks) per step."
+    def generate_frames(self, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0):
+        "KV-cached generation for conditioning (B, L, d): yields each frame's codes (B, n_q) as soon as it is made."
         B, L, _ = cond.shape
         if L > self.cfg.max_frames: raise ValueError(f"{L} code frames exceed max_frames={self.cfg.max_frames}")
-        cache, out, prev = KVCache(self.cfg.n_layers), [], None
+        cache, prev = KVCache(self.cfg.n_layers), None
         for t in range(L):
             x = self._inputs(cond[:, t:t + 1], prev)
             h = self._run(x, start=t, cache=cache)[:, -1]
@@ -479,8 +814,13 @@ class Talker(nn.Module):
             for i in range(self.cfg.codebooks):
                 frame.append(sample_codes(self._logits(h, i, frame), temperature, top_k))
             prev = torch.stack(frame, -1)[:, None]
-            out.append(prev)
-        return torch.cat(out, 1)
+            yield prev[:, 0]
+
+    @torch.no_grad()
+    def generate(self, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
+        "Codes (B, L, n_q) for conditioning (B, L, d), one frame (both codebooks) per step."
+        if cond.shape[1] > self.cfg.max_frames: raise ValueError(f"{cond.shape[1]} code frames exceed max_frames={self.cfg.max_frames}")
+        return torch.stack(list(self.generate_frames(cond, temperature, top_k)), 1)
 
 def sample_codes(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
     "Greedy (temperature 0) or temperature/top-k sampling over the last dimension."
@@ -491,14 +831,14 @@ def sample_codes(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0)
 
 # %% ../nbs/30_stage_d.ipynb #02c54ad7
 class TalkerData(torch.utils.data.Dataset):
-    "Utterances as tensors: phoneme ids, durations, mel-frame -> phoneme index and codec codes."
+    "Utterances as tensors: phoneme ids, durations, mel-frame -> phoneme index, codec codes and the voice index."
     def __init__(self, utterances: list[dict], talker: Talker, codec: RVQCodec):
         self.items = []
         dev = next(codec.parameters()).device
         for u in utterances:
             codes = codec.encode(u["mel"].float().to(dev)[None])[0].cpu()
             durs = torch.tensor(u["durs"])
-            self.items.append(dict(phones=talker.phone_tensor(u["phones"]), durs=durs,
+            self.items.append(dict(phones=talker.phone_tensor(u["phones"]), durs=durs, voice=talker.voice_index(u["voice"]),
                                    frame_phone=frame_index(durs, len(u["mel"])), codes=codes))
     def __len__(self): return len(self.items)
     def __getitem__(self, i): return self.items[i]
@@ -508,7 +848,7 @@ def collate_talker(items: list[dict]) -> dict:
     B, N, L = len(items), max(len(x["phones"]) for x in items), max(len(x["codes"]) for x in items)
     out = dict(phones=torch.zeros(B, N, dtype=torch.long), durs=torch.zeros(B, N), phone_mask=torch.zeros(B, N, dtype=torch.bool),
                frame_phone=torch.zeros(B, L * STACK, dtype=torch.long), codes=torch.zeros(B, L, items[0]["codes"].shape[1], dtype=torch.long),
-               code_mask=torch.zeros(B, L, dtype=torch.bool))
+               code_mask=torch.zeros(B, L, dtype=torch.bool), voice=torch.tensor([x.get("voice", 0) for x in items]))
     for b, x in enumerate(items):
         n, l = len(x["phones"]), len(x["codes"])
         out["phones"][b, :n], out["durs"][b, :n], out["phone_mask"][b, :n] = x["phones"], x["durs"].float(), True
@@ -517,7 +857,7 @@ def collate_talker(items: list[dict]) -> dict:
     return out
 
 def talker_loss(model, batch, dur_weight: float = 1.0) -> dict:
-    logits, log_dur = model(batch["phones"], batch["frame_phone"], batch["codes"])
+    logits, log_dur = model(batch["phones"], batch["frame_phone"], batch["codes"], batch["voice"])
     m = batch["code_mask"]
     ces = [F.cross_entropy(lg[m].float(), batch["codes"][..., i][m]) for i, lg in enumerate(logits)]
     pm = batch["phone_mask"]
@@ -531,30 +871,173 @@ def phone_inventory(utterances: list[dict]) -> list[str]:
     return [PAD, SIL, UNK] + sorted({p for u in utterances for p in u["phones"]} - {PAD, SIL, UNK})
 
 # %% ../nbs/30_stage_d.ipynb #7c896354
-def text_phonemes(text: str, cfg: TalkerConfig) -> list[str]:
-    "The phoneme sequence of `text` (espeak as grapheme-to-phoneme converter; its audio is discarded)."
-    if not isinstance(text, str) or not text.strip(): raise ValueError(f"nothing to speak: {text!r}")
-    _, _, events = data.synthesize(text, voice=cfg.voice, rate=cfg.rate, pitch=cfg.pitch, events=True)
-    return [SIL] + [e.name for e in events["phonemes"]]
-
 @torch.no_grad()
-def speak_codes(talker: Talker, texts: list[str], temperature: float | None = None) -> list[torch.Tensor]:
-    "Codes (L, n_q) for each text; batched generation (rows padded to the longest plan, then cut)."
+def speak_codes(talker: Talker, texts: list[str], temperature: float | None = None, voices: list | None = None) -> list[torch.Tensor]:
+    "Codes (L, n_q) for each text in its voice (`voices[i]`, None: the default); batched generation (rows padded to the longest plan, then cut)."
     dev = next(talker.parameters()).device
     temperature = talker.cfg.temperature if temperature is None else temperature
+    voices = [talker.voice_index(v) for v in (voices or [None] * len(texts))]
     with one_thread() if dev.type == "cpu" else contextlib.nullcontext():
-        conds = [talker.plan(talker.phone_tensor(text_phonemes(t, talker.cfg)).to(dev))[1][0] for t in texts]
+        conds = [talker.plan(talker.phone_tensor(text_phonemes(t, talker.voices[v])).to(dev), v)[1][0] for t, v in zip(texts, voices)]
         L = max(c.shape[0] for c in conds)
         batch = torch.stack([F.pad(c, (0, 0, 0, L - c.shape[0])) for c in conds])
         codes = talker.generate(batch, temperature)
     return [codes[i, :c.shape[0]].cpu() for i, c in enumerate(conds)]
 
 @torch.no_grad()
-def codes_to_wave(codec: RVQCodec, codes: torch.Tensor) -> torch.Tensor:
-    "Codes (L, n_q) -> 16 kHz wave through the codec decoder and Griffin-Lim."
+def codes_to_mel(codec: RVQCodec, codes: torch.Tensor, voice: int = 0) -> torch.Tensor:
+    "Codes (L, n_q) -> raw log-mel (8L, n_mels) through the codec decoder, in voice index `voice`."
     dev = next(codec.parameters()).device
-    mel = codec.decode(codes.to(dev)[None])[0].float().cpu()
-    with one_thread(): return data.mel_to_wave(mel.T)
+    return codec.decode(codes.to(dev)[None], voice=voice)[0].float().cpu()
+
+@torch.no_grad()
+def mel_to_audio(mel: torch.Tensor, vocoder: Vocoder | None = None) -> torch.Tensor:
+    "Raw log-mel (T, n_mels) -> 16 kHz wave: the vocoder's (T x 160 samples), or Griffin-Lim's when `vocoder` is None."
+    if vocoder is None:
+        with one_thread(): return data.mel_to_wave(mel.float().T)
+    return vocoder(mel.float().to(next(vocoder.parameters()).device)[None])[0].float().cpu()
+
+def codes_to_wave(codec: RVQCodec, codes: torch.Tensor, voice: int = 0, vocoder: Vocoder | None = None) -> torch.Tensor:
+    "Codes (L, n_q) -> 16 kHz wave through the codec decoder and the vocoder (Griffin-Lim when there is none)."
+    return mel_to_audio(codes_to_mel(codec, codes, voice), vocoder)
+
+# %% ../nbs/30_stage_d.ipynb #bc2f5dec
+class MelStream:
+    "Code frames in, as the Talker makes them; raw log-mel frames out, once no later code frame can change them."
+    def __init__(self, codec: RVQCodec, voice: int, n_codes: int):
+        self.codec, self.voice, self.L = codec, voice, n_codes
+        self.r_code = sum(b.conv.kernel_size[0] // 2 for b in codec.decoder)    # code frames a decoded frame sees, each side
+        self.r_mel = sum(b.conv.kernel_size[0] // 2 for b in codec.postnet)      # ... and log-mel frames, after unstacking
+        self.codes, self.done = [], 0
+
+    def push(self, frame: torch.Tensor): self.codes.append(frame)               # frame (n_q,)
+
+    def ready(self) -> int:
+        "How many log-mel frames are final with the code frames pushed so far."
+        c = len(self.codes)
+        return STACK * c if c >= self.L else max(STACK * (c - self.r_code) - self.r_mel, 0)
+
+    @torch.no_grad()
+    def take(self) -> torch.Tensor:
+        "The log-mel frames (k, n_mels) that became final since the last take, decoded with the code frames around them."
+        end = self.ready()
+        if end <= self.done: return torch.zeros(0, self.codec.cfg.n_mels)
+        lo = max(0, (self.done - self.r_mel) // STACK - self.r_code)
+        hi = min(len(self.codes), (end - 1 + self.r_mel) // STACK + self.r_code + 1)
+        mel = self.codec.decode(torch.stack(self.codes[lo:hi])[None], voice=self.voice)[0].float().cpu()
+        out, self.done = mel[self.done - lo * STACK: end - lo * STACK], end
+        return out
+
+class WaveStream:
+    "Raw log-mel frames in, as they become final; wave samples out, once no later frame can change them."
+    def __init__(self, vocoder: Vocoder, n_frames: int):
+        self.v, self.T = vocoder, n_frames
+        self.reach, self.hop, self.half = vocoder.reach(), vocoder.hop, vocoder.n_fft // 2
+        self.mel = torch.zeros(0, vocoder.cfg.n_mels)
+        self.sum = torch.zeros((n_frames - 1) * self.hop + vocoder.n_fft)     # overlap-add buffer: sample s at s + half
+        self.env = ola_envelope(vocoder.window.cpu(), self.hop, n_frames).clamp_min(1e-8)
+        self.spec_done = self.emitted = 0
+
+    def ready(self, n_mel: int) -> int:
+        "How many samples are final once `n_mel` log-mel frames are (a sample waits for every window that overlaps it)."
+        if n_mel >= self.T: return self.T * self.hop
+        return max((n_mel - self.reach) * self.hop - self.half, 0)
+
+    @torch.no_grad()
+    def push(self, mel: torch.Tensor) -> torch.Tensor:
+        "Add the next final log-mel frames (k, n_mels); return the samples that became final."
+        self.mel = torch.cat([self.mel, mel.float()])
+        M = len(self.mel)
+        spec_end = self.T if M >= self.T else max(M - self.reach, self.spec_done)
+        if spec_end > self.spec_done:
+            lo, hi = max(0, self.spec_done - self.reach), min(M, spec_end + self.reach)
+            spec = self.v.spectrum(self.mel[lo:hi].to(next(self.v.parameters()).device)[None])[0]
+            frames = self.v.frames(spec[self.spec_done - lo: spec_end - lo]).cpu()
+            for k, f in enumerate(range(self.spec_done, spec_end)): self.sum[f * self.hop: f * self.hop + self.v.n_fft] += frames[k]
+            self.spec_done = spec_end
+        end = self.ready(M)
+        out = self.sum[self.emitted + self.half: end + self.half] / self.env[self.emitted + self.half: end + self.half]
+        self.emitted = max(end, self.emitted)
+        return out
+
+# %% ../nbs/30_stage_d.ipynb #4d2afa35
+@register_config("voice_id")
+@dataclass
+class VoiceIdConfig(TrainConfig):
+    "The voice classifier: which of `voices` speaks a log-mel."
+    voices: list = field(default_factory=lambda: list(TALKER_VOICES))
+    n_mels: int = 128
+    channels: int = 64
+    crop: int = 150                # log-mel frames per training crop (1.5 s)
+
+class VoiceClassifier(nn.Module):
+    "Log-mel (B, T, n_mels) -> logits over the voices: convolutions over time, then each channel's mean and spread over time."
+    def __init__(self, cfg: VoiceIdConfig):
+        super().__init__()
+        self.cfg, C = cfg, cfg.channels
+        self.register_buffer("mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("std", torch.ones(cfg.n_mels))
+        self.convs = nn.Sequential(nn.Conv1d(cfg.n_mels, C, 5, padding=2), nn.GELU(), nn.Conv1d(C, C, 5, stride=2, padding=2), nn.GELU(),
+                                   nn.Conv1d(C, C, 5, stride=2, padding=2), nn.GELU())
+        self.out = nn.Linear(2 * C, len(cfg.voices))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        h = self.convs(((mel - self.mean) / self.std).transpose(1, 2))
+        return self.out(torch.cat([h.mean(-1), h.std(-1)], -1))
+
+    @torch.no_grad()
+    def predict(self, wave: torch.Tensor) -> str:
+        "The voice name for a 16 kHz wave."
+        mel = data.log_mel(wave).T.to(self.mean.device)[None]
+        return self.cfg.voices[int(self(mel).argmax(-1))]
+
+class VoiceCrops(torch.utils.data.Dataset):
+    "Crops of `crop` log-mel frames (every crop/2 frames; shorter utterances padded with their quietest frame) and the voice index."
+    def __init__(self, mels: list[torch.Tensor], voices: list[int], crop: int):
+        self.mels, self.voices, self.crop = [pad_mel(m, crop) if len(m) < crop else m for m in mels], voices, crop
+        self.index = [(u, s) for u, m in enumerate(self.mels) for s in range(0, len(m) - crop + 1, crop // 2)]
+    def __len__(self): return len(self.index)
+    def __getitem__(self, i):
+        u, s = self.index[i]
+        return self.mels[u][s:s + self.crop].float(), self.voices[u]
+
+def voice_id_loss(model, batch) -> dict:
+    mel, voice = batch
+    logits = model(mel)
+    return dict(loss=F.cross_entropy(logits.float(), voice), acc=(logits.argmax(-1) == voice).float().mean())
+
+def voice_id_config(cfg: TalkerConfig) -> VoiceIdConfig:
+    "The voice classifier's run: a folder inside the Talker's, `voice_id_steps` steps."
+    return VoiceIdConfig(kind="voice_id", preset=cfg.preset, save_dir=str(Path(cfg.save_dir) / "voice_id"), data_dir=cfg.data_dir,
+                         device=cfg.device, seed=cfg.seed, batch_size=32, lr=2e-3, wd=0.01, warmup_steps=20,
+                         max_steps=cfg.voice_id_steps, val_freq=0, checkpoint_freq=0, print_freq=max(min(50, cfg.voice_id_steps // 5), 1),
+                         voices=list(cfg.voices), use_amp=False)
+
+def voice_accuracy(classify, waves: list[torch.Tensor], voices: list[str]) -> float:
+    "Share of `waves` that `classify(wave) -> voice name` gives the right voice."
+    return sum(classify(w) == v for w, v in zip(waves, voices)) / max(len(waves), 1)
+
+def train_voice_id(cfg: VoiceIdConfig, train: list[dict], test: list[dict], plot: bool = False):
+    "Train a VoiceClassifier on real espeak utterances (their log-mels and voice names); returns (model, metrics)."
+    torch.manual_seed(cfg.seed)
+    model = VoiceClassifier(cfg)
+    mean, std = data.mel_stats([u["mel"].float().T for u in train])
+    model.mean.copy_(mean.flatten()); model.std.copy_(std.flatten())
+    crops = VoiceCrops([u["mel"] for u in train], [cfg.voices.index(u["voice"]) for u in train], cfg.crop)
+    trainer = Trainer(model, cfg, crops, voice_id_loss, plot=plot, name="voice_id")
+    trainer.fit()
+    model.eval()
+    acc = voice_accuracy(model.predict, [audio_of(u) for u in test if "wave" in u], [u["voice"] for u in test if "wave" in u])
+    return model, write_metrics(cfg, dict(voice_id_accuracy_espeak=acc), trainer, params=count_parameters(model))
+
+def load_voice_classifier(path: str | Path, device: str = "cpu") -> VoiceClassifier:
+    "A VoiceClassifier from a checkpoint file or its save dir."
+    path = find_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    known = set(VoiceIdConfig.__dataclass_fields__)
+    model = VoiceClassifier(VoiceIdConfig(**{k: v for k, v in state.get("config", {}).items() if k in known}))
+    load_checkpoint(path, model)
+    return model.to(pick_device(device)).eval()
 
 # %% ../nbs/30_stage_d.ipynb #80a437d6
 def talker_eval_fn(val: TalkerData, batch_size: int = 32):
@@ -566,7 +1049,7 @@ def talker_eval_fn(val: TalkerData, batch_size: int = 32):
             items = [val[i] for i in range(s, min(s + batch_size, len(val)))]
             b = {k: v.to(dev) for k, v in collate_talker(items).items()}
             out = talker_loss(model, b)
-            logits, _ = model(b["phones"], b["frame_phone"], b["codes"])
+            logits, _ = model(b["phones"], b["frame_phone"], b["codes"], b["voice"])
             m = b["code_mask"]
             acc = [(lg.argmax(-1)[m] == b["codes"][..., i][m]).float().mean() for i, lg in enumerate(logits)]
             for k, v in dict(out, **{f"acc{i}": a for i, a in enumerate(acc)}).items(): tot[k] = tot.get(k, 0.0) + float(v) * len(items)
@@ -575,10 +1058,13 @@ def talker_eval_fn(val: TalkerData, batch_size: int = 32):
     return fn
 
 def save_talker_extras(save_dir, talker: Talker):
-    atomic_write_json(dict(phones=talker.phones), resolve_path(save_dir) / "phones.json")
+    atomic_write_json(dict(phones=talker.phones, voices=talker.voices), resolve_path(save_dir) / "phones.json")
 
-def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: str | Path | None = None) -> Talker:
-    "A trained Talker (with `.codec` attached) from a save dir or checkpoint file; default: the laptop run, else tiny."
+def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: str | Path | None = None,
+                vocoder_dir: str | Path | None = None) -> Talker:
+    """A trained Talker (with `.codec` and `.vocoder` attached) from a save dir or checkpoint file; default: the laptop
+    run, else tiny. The vocoder: `vocoder_dir`, else a `vocoder` folder beside the Talker's checkpoint (a copied Talker),
+    else the config's `vocoder_dir`; with none of them, `.vocoder` is None and speech goes through Griffin-Lim."""
     path = resolve_path(path or _default_talker_dir())
     folder = path if path.is_dir() else path.parent
     path = find_checkpoint(path, required=False) or path
@@ -589,28 +1075,74 @@ def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: 
     phones = json.loads((folder / "phones.json").read_text())["phones"]
     talker = Talker(cfg, phones)
     load_checkpoint(path, talker)
-    return attach_codec(talker.to(pick_device(device)).eval(), load_codec(codec_dir or cfg.codec_dir, device))
+    talker = attach_codec(talker.to(pick_device(device)).eval(), load_codec(codec_dir or cfg.codec_dir, device))
+    candidates = [vocoder_dir] if vocoder_dir else [folder / "vocoder", cfg.vocoder_dir]
+    found = next((f for d in candidates if (f := find_checkpoint(d, required=vocoder_dir is not None)) is not None), None)
+    if found is None: print(f"speak: no vocoder checkpoint in {resolve_path(cfg.vocoder_dir)}; using Griffin-Lim")
+    return attach_vocoder(talker, load_vocoder(found, device) if found else None)
 
 def attach_codec(talker: Talker, codec: RVQCodec) -> Talker:
     "Give `talker` its codec as a plain attribute (not a submodule: its weights stay out of the Talker's checkpoint and count)."
     object.__setattr__(talker, "codec", codec.to(next(talker.parameters()).device).eval())
     return talker
 
+def attach_vocoder(talker: Talker, vocoder: Vocoder | None) -> Talker:
+    "Give `talker` its vocoder (None: Griffin-Lim), a plain attribute like the codec."
+    object.__setattr__(talker, "vocoder", None if vocoder is None else vocoder.to(next(talker.parameters()).device).eval())
+    return talker
+
+def vocoder_of(talker: Talker) -> Vocoder | None: return getattr(talker, "vocoder", None)
+
+def vocoder_name(talker: Talker) -> str:
+    "What turns the Talker's log-mels into sound: 'vocoder' or 'griffin-lim' (no vocoder checkpoint)."
+    return "griffin-lim" if vocoder_of(talker) is None else "vocoder"
+
 _default_talker = {}
 
 def _default_talker_dir() -> str:
     return next((p for p in ("checkpoints/talker_laptop", "checkpoints/talker_tiny") if resolve_path(p).exists()), "checkpoints/talker_tiny")
 
-def speak(text: str, talker: Talker | None = None, temperature: float | None = None) -> tuple[torch.Tensor, int]:
-    """Say `text`: (1-D float wave, sample_rate). `talker`: a loaded Talker (default: `load_talker()`, kept until its
-    checkpoint changes: Stage D retrains codec and Talker together, so the Talker's checkpoint stands for both)."""
-    if talker is None:
-        d = _default_talker_dir()
-        f = find_checkpoint(d, required=False)
-        if f is None: load_talker(d)                            # raises, naming what is missing
-        talker = cached_load(_default_talker, d, [f, f.parent / "phones.json"], lambda: load_talker(d), "speak")
-    codes = speak_codes(talker, [text], temperature)[0]
-    return codes_to_wave(talker.codec, codes), data.SAMPLE_RATE
+def default_talker() -> Talker:
+    "`load_talker()`, kept until its checkpoint changes (Stage D retrains codec, vocoder and Talker together)."
+    d = _default_talker_dir()
+    f = find_checkpoint(d, required=False)
+    if f is None: load_talker(d)                                # raises, naming what is missing
+    return cached_load(_default_talker, d, [f, f.parent / "phones.json"], lambda: load_talker(d), "speak")
+
+def speak(text: str, talker: Talker | None = None, temperature: float | None = None, voice: str | None = None,
+          stream: bool = False, chunk_frames: int = 8):
+    """Say `text` in `voice` (one of the Talker's voices; None: its default): (1-D float wave, sample_rate).
+    With `stream=True`: a generator of consecutive 16 kHz wave chunks that starts while the Talker is still generating
+    (the first after about 10 code frames, then every `chunk_frames`); joined, they are the non-streamed wave.
+    `talker`: a loaded Talker (default: `default_talker()`)."""
+    talker = talker or default_talker()
+    if stream: return speak_stream(text, talker, voice, temperature, chunk_frames)
+    codes = speak_codes(talker, [text], temperature, [voice])[0]
+    return codes_to_wave(talker.codec, codes, talker.voice_index(voice), vocoder_of(talker)), data.SAMPLE_RATE
+
+def speak_stream(text: str, talker: Talker, voice: str | None = None, temperature: float | None = None, chunk_frames: int = 8):
+    "`speak(..., stream=True)`: checks the text and voice now, then returns the generator of wave chunks."
+    v = talker.voice_index(voice)
+    phones = talker.phone_tensor(text_phonemes(text, talker.voices[v]))
+    if chunk_frames < 1: raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    return _wave_chunks(talker, phones, v, talker.cfg.temperature if temperature is None else temperature, chunk_frames)
+
+def _wave_chunks(talker: Talker, phones: torch.Tensor, voice: int, temperature: float, chunk_frames: int):
+    dev = next(talker.parameters()).device
+    threads = one_thread if dev.type == "cpu" else contextlib.nullcontext
+    with threads(): cond = talker.plan(phones.to(dev), voice)[1]
+    L = cond.shape[1]
+    if vocoder_of(talker) is None:                   # Griffin-Lim needs the whole spectrogram: one chunk at the end
+        with threads(): codes = talker.generate(cond, temperature)[0].cpu()
+        yield codes_to_wave(talker.codec, codes, voice); return
+    mels, waves = MelStream(talker.codec, voice, L), WaveStream(vocoder_of(talker), L * STACK)
+    frames = talker.generate_frames(cond, temperature)
+    for t in range(L):
+        with threads():
+            mels.push(next(frames)[0])
+            due = waves.ready(mels.ready()) - waves.emitted >= (1 if waves.emitted == 0 else chunk_frames) * STACK * data.HOP_LENGTH
+            chunk = waves.push(mels.take()) if due or t == L - 1 else None
+        if chunk is not None and len(chunk): yield chunk
 
 # %% ../nbs/30_stage_d.ipynb #1966343b
 def error_rates(refs: list[str], hyps: list[str]) -> dict:
@@ -638,72 +1170,130 @@ def asr_judge(cfg: TalkerConfig):
     model = audio.load_audio_encoder(f)
     return f"stage B ({f})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
 
-def codec_resynth(codec: RVQCodec, wave: torch.Tensor) -> torch.Tensor:
-    "espeak audio -> log-mel -> codes -> log-mel -> Griffin-Lim: what the codec alone keeps of a recording."
-    dev = next(codec.parameters()).device
-    mel = pad_mel(data.log_mel(wave).T.contiguous()).to(dev)[None]
-    return codes_to_wave(codec, codec.encode(mel)[0])
+def codec_resynth(codec: RVQCodec, wave: torch.Tensor, voice: int = 0, vocoder: Vocoder | None = None) -> torch.Tensor:
+    "espeak audio -> log-mel -> codes -> log-mel -> sound (vocoder, else Griffin-Lim): what the codec alone keeps of a recording."
+    return mel_to_audio(codec_mel(codec, data.log_mel(wave).T.contiguous(), voice), vocoder)
 
-def roundtrip(talker: Talker, texts: list[str], transcribe, batch_size: int = 16, sources: list[str] | None = None) -> dict:
-    """Speak `texts`, transcribe, and compare: round-trip CER/WER, the espeak floor (same ASR on espeak's audio),
-    the codec alone (espeak's audio through the codec), durations and samples; with `sources`, each source apart too."""
-    hyps, floor_hyps, codec_hyps, ratios, waves = [], [], [], [], []
-    for s in range(0, len(texts), batch_size):
-        for t, codes in zip(texts[s:s + batch_size], speak_codes(talker, texts[s:s + batch_size])):
-            w = codes_to_wave(talker.codec, codes)
-            ref_w, sr = data.synthesize(t, voice=talker.cfg.voice, rate=talker.cfg.rate, pitch=talker.cfg.pitch)
-            hyps.append(transcribe(w)); floor_hyps.append(transcribe(ref_w))
-            codec_hyps.append(transcribe(codec_resynth(talker.codec, ref_w)))
-            ratios.append(len(w) / len(ref_w)); waves.append(w)
-    rt, fl, cd = error_rates(texts, hyps), error_rates(texts, floor_hyps), error_rates(texts, codec_hyps)
+def reference_audio(u: dict, cfg: TalkerConfig) -> torch.Tensor:
+    "espeak's own audio of a corpus utterance (kept in the corpus, else synthesized again: the same samples)."
+    if "wave" in u: return u["wave"].float() / 32768
+    return data.synthesize(u["text"], voice=u["voice"], rate=cfg.rate, pitch=cfg.pitch)[0]
+
+def _compare(talker: Talker, u: dict, ref: torch.Tensor, mel: torch.Tensor, talker_wave: torch.Tensor, transcribe) -> dict:
+    "Griffin-Lim against the vocoder, from the true log-mel and from the Talker's: MCD to espeak's audio and the judge's hearing."
+    true_mel = u["mel"].float()
+    waves = dict(true_griffinlim=mel_to_audio(true_mel), true_vocoder=mel_to_audio(true_mel, vocoder_of(talker)),
+                 talker_griffinlim=mel_to_audio(mel), talker_vocoder=talker_wave)
+    out = {f"mcd_{k}": mel_cepstral_distance(ref, w, align=k.startswith("talker")) for k, w in waves.items()}
+    out.update({f"hyp_{k}": transcribe(w) for k, w in waves.items() if k != "talker_vocoder"})    # that one is the row's `hyp`
+    return out
+
+def roundtrip(talker: Talker, utterances: list[dict], transcribe, batch_size: int = 16, n_compare: int = 0, voice_id=None) -> dict:
+    """Speak each test utterance's text in its voice, transcribe, compare: round-trip CER/WER, the espeak floor (same judge
+    on espeak's audio, same voice), the codec alone (espeak's audio through the codec), durations; per source and per
+    voice; for the first `n_compare`, Griffin-Lim against the vocoder (`_compare`); with `voice_id` (wave -> voice name),
+    how often the Talker's speech and espeak's are recognised as the voice asked for."""
+    cfg, vocoder, rows = talker.cfg, vocoder_of(talker), []
+    for s in range(0, len(utterances), batch_size):
+        chunk = utterances[s:s + batch_size]
+        for u, codes in zip(chunk, speak_codes(talker, [u["text"] for u in chunk], voices=[u["voice"] for u in chunk])):
+            v, ref = talker.voice_index(u["voice"]), reference_audio(u, cfg)
+            mel = codes_to_mel(talker.codec, codes, v)
+            w = mel_to_audio(mel, vocoder)
+            row = dict(text=u["text"], source=u.get("source", ""), voice=u["voice"], hyp=transcribe(w), floor=transcribe(ref),
+                       codec=transcribe(codec_resynth(talker.codec, ref, v, vocoder)), ratio=len(w) / len(ref), wave=w)
+            if len(rows) < n_compare and vocoder is not None: row.update(_compare(talker, u, ref, mel, w, transcribe))
+            if voice_id is not None: row.update(voice_talker=voice_id(w), voice_espeak=voice_id(ref))
+            rows.append(row)
+    return roundtrip_summary(rows)
+
+def _rates(rows: list[dict], key: str) -> dict: return error_rates([r["text"] for r in rows], [r[key] for r in rows])
+
+def roundtrip_summary(rows: list[dict]) -> dict:
+    "The round-trip figures of `roundtrip` rows: overall, per source, per voice, the vocoder comparison and voice accuracy."
+    rt, fl, cd = _rates(rows, "hyp"), _rates(rows, "floor"), _rates(rows, "codec")
+    ratios = [r["ratio"] for r in rows]
     out = dict(roundtrip_cer=rt["cer"], roundtrip_wer=rt["wer"], espeak_cer=fl["cer"], espeak_wer=fl["wer"],
                codec_cer=cd["cer"], codec_wer=cd["wer"],
                duration_ratio_mean=sum(ratios) / len(ratios), duration_ratio_max_dev=max(abs(r - 1) for r in ratios),
-               samples=list(zip(texts, hyps, floor_hyps)), waves=waves)
-    for src in sorted(set(sources or [])):
-        idx = [i for i, x in enumerate(sources) if x == src]
-        pick = lambda xs: [xs[i] for i in idx]
-        r, f = error_rates(pick(texts), pick(hyps)), error_rates(pick(texts), pick(floor_hyps))
+               samples=[(r["text"], r["hyp"], r["floor"]) for r in rows], waves=[r["wave"] for r in rows])
+    for src in sorted({r["source"] for r in rows} - {""}):
+        sub = [r for r in rows if r["source"] == src]
+        r, f = _rates(sub, "hyp"), _rates(sub, "floor")
         out.update({f"roundtrip_cer_{src}": r["cer"], f"roundtrip_wer_{src}": r["wer"], f"espeak_cer_{src}": f["cer"],
-                    f"espeak_wer_{src}": f["wer"], f"n_{src}": len(idx)})
+                    f"espeak_wer_{src}": f["wer"], f"n_{src}": len(sub)})
+    out["per_voice"] = {}
+    for voice in dict.fromkeys(r["voice"] for r in rows):
+        sub = [r for r in rows if r["voice"] == voice]
+        r, f = _rates(sub, "hyp"), _rates(sub, "floor")
+        out["per_voice"][voice] = dict(roundtrip_cer=r["cer"], espeak_cer=f["cer"], roundtrip_wer=r["wer"], espeak_wer=f["wer"], n=len(sub))
+    compared = [r for r in rows if "mcd_true_vocoder" in r]
+    if compared:
+        for k in ("true_griffinlim", "true_vocoder", "talker_griffinlim", "talker_vocoder"):
+            out[f"mcd_{k}"] = sum(r[f"mcd_{k}"] for r in compared) / len(compared)
+        for k in ("true_griffinlim", "true_vocoder", "talker_griffinlim"): out[f"cer_{k}"] = _rates(compared, f"hyp_{k}")["cer"]
+        out.update(cer_talker_vocoder=_rates(compared, "hyp")["cer"], cer_espeak_compared=_rates(compared, "floor")["cer"], n_compared=len(compared))
+    if rows and "voice_talker" in rows[0]:
+        out["voice_id_accuracy_talker"] = sum(r["voice_talker"] == r["voice"] for r in rows) / len(rows)
+        out["voice_id_accuracy_espeak_roundtrip"] = sum(r["voice_espeak"] == r["voice"] for r in rows) / len(rows)
     return out
 
 # %% ../nbs/30_stage_d.ipynb #124ac0b4
-def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict | None = None, codec=None) -> dict:
-    """Stage D: synthesize the corpus, train the codec, train the Talker, then measure the round trip.
-    Writes `<codec_dir>/metrics.json` and `<save_dir>/metrics.json` (recon_mse, codebook_usage, roundtrip_cer,
-    roundtrip_wer, ...) and returns the latter. `judge`: (name, transcribe) or None for Stage B's ASR;
-    `codec`: an already trained (codec, codec_metrics) pair to reuse."""
+def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict | None = None, codec=None, vocoder=None) -> dict:
+    """Stage D: synthesize the corpus, train the codec and the vocoder, train the Talker and the voice classifier, then
+    measure the round trip, the voices and the stream. Writes `<codec_dir>/metrics.json`, `<vocoder_dir>/metrics.json`
+    and `<save_dir>/metrics.json` (recon_mse, codebook_usage, roundtrip_cer, roundtrip_wer, mcd_*, voice_id_*, ttfa_*,
+    ...) and returns the latter. `judge`: (name, transcribe) or None for Stage B's ASR; `codec`, `vocoder`: already
+    trained (model, metrics) pairs to reuse."""
     t_start = time.time()
+    check_voices(cfg)
     corpus = corpus or speech_corpus(cfg)
-    codec, codec_m = codec or train_codec(codec_config(cfg), [u["mel"] for u in corpus["train"]], [u["mel"] for u in corpus["test"]], plot=plot)
+    train_utts, test_utts = corpus["train"], corpus["test"]
+    voice_ids = lambda us: [cfg.voices.index(u["voice"]) for u in us]
+    codec, codec_m = codec or train_codec(codec_config(cfg), [u["mel"] for u in train_utts], [u["mel"] for u in test_utts],
+                                          plot=plot, train_voices=voice_ids(train_utts), val_voices=voice_ids(test_utts))
+    vocoder, vocoder_m = vocoder or train_vocoder(vocoder_config(cfg), train_utts, test_utts[:8], codec, cfg.voices, plot=plot)
     torch.manual_seed(cfg.seed)
-    talker = Talker(cfg, phone_inventory(corpus["train"]))
-    train, test = TalkerData(corpus["train"], talker, codec), TalkerData(corpus["test"], talker, codec)
+    talker = Talker(cfg, phone_inventory(train_utts))
+    train, test = TalkerData(train_utts, talker, codec), TalkerData(test_utts, talker, codec)
     loss_fn = lambda m, b: talker_loss(m, b, cfg.dur_weight)
     trainer = Trainer(talker, cfg, train, loss_fn, eval_fn=talker_eval_fn(test), collate_fn=collate_talker,
                       best="loss", plot=plot, name="talker")
     save_talker_extras(cfg.save_dir, talker)
     test_m = trainer.fit()
-    talker = attach_codec(talker.eval(), codec)
+    talker = attach_vocoder(attach_codec(talker.eval(), codec), vocoder)
+    voice_id, voice_m = train_voice_id(voice_id_config(cfg), train_utts, test_utts)
     metrics = dict(recon_mse=codec_m["recon_mse"], recon_mse_logmel=codec_m["recon_mse_logmel"],
                    codebook_usage=codec_m["codebook_usage"],
                    code_perplexity=[codec_m[k] for k in sorted(codec_m) if k.startswith("perplexity_")],
-                   codec_train_time_s=codec_m.get("train_time_s"), test_code_acc0=test_m.get("acc0"), test_code_acc1=test_m.get("acc1"),
-                   core_params=talker.core_parameters(), conditioning_params=count_parameters(talker.cond))
-    metrics.update(roundtrip_metrics(talker, corpus["test"][:cfg.n_eval], judge or asr_judge(cfg)))
+                   codec_train_time_s=codec_m.get("train_time_s"), vocoder_train_time_s=vocoder_m.get("train_time_s"),
+                   vocoder_steps=vocoder_m.get("steps"), vocoder_val_mcd=vocoder_m.get("mcd"),
+                   test_code_acc0=test_m.get("acc0"), test_code_acc1=test_m.get("acc1"),
+                   core_params=talker.core_parameters(), conditioning_params=count_parameters(talker.cond),
+                   voices=list(cfg.voices), voice_id_accuracy_espeak=voice_m["voice_id_accuracy_espeak"], **phoneme_agreement(train_utts))
+    metrics.update(roundtrip_metrics(talker, test_utts[:cfg.n_eval], judge or asr_judge(cfg), cfg.n_compare, voice_id.predict))
+    metrics.update(stream_metrics(talker))
     metrics["wall_time_s"] = round(time.time() - t_start, 1)
-    return write_metrics(cfg, metrics, trainer, codec_dir=cfg.codec_dir)
+    return write_metrics(cfg, metrics, trainer, codec_dir=cfg.codec_dir, vocoder_dir=cfg.vocoder_dir)
 
-def roundtrip_metrics(talker: Talker, utterances: list[dict], judge) -> dict:
-    """The round-trip entries of metrics.json for test `utterances` (dicts with text and source; None values when there
-    is no judge), and whether the judge (Stage B) trained on the Talker's voice."""
-    seen = talker.cfg.voice in data.split_registry(talker.cfg.data_dir)["voices"]["train"]
+def roundtrip_metrics(talker: Talker, utterances: list[dict], judge, n_compare: int = 0, voice_id=None) -> dict:
+    """The round-trip entries of metrics.json for test `utterances` (dicts with text, voice and source; None values when
+    there is no judge), which decoder made the sound, and which of the Talker's voices the judge (Stage B) trained on."""
+    seen = {v: v in data.split_registry(talker.cfg.data_dir)["voices"]["train"] for v in talker.voices}
+    out = dict(vocoder=vocoder_name(talker), talker_voice=talker.cfg.voice, talker_voice_seen_by_judge=seen[talker.cfg.voice],
+               voices_seen_by_judge=seen)
     if judge is None or not utterances:
-        return dict(roundtrip_cer=None, roundtrip_wer=None, judge="none: Stage B's checkpoint was not found")
-    rt = roundtrip(talker, [u["text"] for u in utterances], judge[1], sources=[u.get("source", "") for u in utterances])
-    return dict({k: v for k, v in rt.items() if k not in ("waves", "samples")}, judge=judge[0], n_roundtrip=len(utterances),
-                talker_voice=talker.cfg.voice, talker_voice_seen_by_judge=seen, samples=rt["samples"][:5])
+        if voice_id is not None and utterances: out["voice_id_accuracy_talker"] = talker_voice_accuracy(talker, utterances, voice_id)
+        return dict(out, roundtrip_cer=None, roundtrip_wer=None, judge="none: Stage B's checkpoint was not found")
+    rt = roundtrip(talker, utterances, judge[1], n_compare=n_compare, voice_id=voice_id)
+    return dict(out, **{k: v for k, v in rt.items() if k not in ("waves", "samples")}, judge=judge[0], n_roundtrip=len(utterances),
+                samples=rt["samples"][:5])
+
+def talker_voice_accuracy(talker: Talker, utterances: list[dict], classify) -> float:
+    "Share of the Talker's renderings of `utterances` (each in its voice) that `classify(wave)` gives the right voice."
+    codes = speak_codes(talker, [u["text"] for u in utterances], voices=[u["voice"] for u in utterances])
+    waves = [codes_to_wave(talker.codec, c, talker.voice_index(u["voice"]), vocoder_of(talker)) for u, c in zip(utterances, codes)]
+    return voice_accuracy(classify, waves, [u["voice"] for u in utterances])
 
 def evaluate_talker(cfg: TalkerConfig, judge=None) -> dict:
     "Re-measure the round trip of the trained Talker in `cfg.save_dir` (e.g. once Stage B has a checkpoint); updates metrics.json."
@@ -711,7 +1301,9 @@ def evaluate_talker(cfg: TalkerConfig, judge=None) -> dict:
     utterances = speech_corpus(cfg, progress=False)["test"][:cfg.n_eval]
     path = resolve_path(cfg.save_dir) / "metrics.json"
     metrics = json.loads(path.read_text()) if path.exists() else {}
-    metrics.update(roundtrip_metrics(talker, utterances, judge or asr_judge(cfg)))
+    vid = resolve_path(cfg.save_dir) / "voice_id"
+    classify = load_voice_classifier(vid).predict if find_checkpoint(vid, required=False) else None
+    metrics.update(roundtrip_metrics(talker, utterances, judge or asr_judge(cfg), cfg.n_compare, classify))
     atomic_write_json(metrics, path)
     return metrics
 
@@ -721,15 +1313,52 @@ def _bench_batch(cfg: TalkerConfig, n_phones: int, seconds: float, device) -> di
     B, L = cfg.batch_size, max(1, int(seconds * cfg.frame_rate))
     N = max(1, L * STACK // 10)
     durs = torch.full((N,), L * STACK // N)
-    batch = dict(phones=torch.randint(3, max(4, n_phones), (B, N)), durs=durs.float().expand(B, N).clone(),
+    batch = dict(phones=torch.randint(3, max(4, n_phones), (B, N)), durs=durs.float().expand(B, N).clone(), voice=torch.zeros(B, dtype=torch.long),
                  phone_mask=torch.ones(B, N, dtype=torch.bool), frame_phone=frame_index(durs, L * STACK).expand(B, -1).clone(),
                  codes=torch.randint(0, cfg.codebook_size, (B, L, cfg.codebooks)), code_mask=torch.ones(B, L, dtype=torch.bool))
     return {k: v.to(device) for k, v in batch.items()}
 
-def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jumps over the lazy dog.", repeats: int = 3,
+BENCH_SHORT = "The quick brown fox jumps over the lazy dog."
+BENCH_LONG = ("When the morning train finally pulled into the station, the tired travellers gathered their bags, thanked the "
+              "friendly conductor, and walked slowly into the bright and busy square, where the market stalls were already "
+              "selling fresh bread, fruit and flowers.")                          # 40 words
+
+def stream_timing(talker: Talker, text: str, voice: str | None = None, threads: int = 2, repeats: int = 3) -> dict:
+    """`speak(text, stream=True)` with `threads` CPU threads, after one warm-up: time to the first chunk and real-time
+    factor (seconds of compute per second of audio), the median of `repeats` runs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in speak(BENCH_SHORT, talker, voice=voice, stream=True): pass
+        runs = []
+        for _ in range(repeats):
+            t0, first, samples = time.perf_counter(), None, 0
+            for chunk in speak(text, talker, voice=voice, stream=True):
+                first = time.perf_counter() - t0 if first is None else first
+                samples += len(chunk)
+            runs.append((first, time.perf_counter() - t0, samples / data.SAMPLE_RATE))
+    finally: torch.set_num_threads(n)
+    first, total, audio = sorted(runs)[len(runs) // 2]
+    return dict(ttfa_s=round(first, 4), rtf=round(total / audio, 4), audio_s=round(audio, 2), words=len(text.split()))
+
+def stream_difference(talker: Talker, text: str = BENCH_SHORT, voice: str | None = None) -> float:
+    "Largest |streamed - whole| sample difference, as a share of the whole wave's peak."
+    whole = speak(text, talker, voice=voice)[0]
+    streamed = torch.cat(list(speak(text, talker, voice=voice, stream=True)))
+    if streamed.shape != whole.shape: raise AssertionError(f"streamed {tuple(streamed.shape)} samples, whole {tuple(whole.shape)}")
+    return float((streamed - whole).abs().max() / whole.abs().max().clamp_min(1e-9))
+
+def stream_metrics(talker: Talker, threads: int = 2) -> dict:
+    "Streaming figures for metrics.json: time to first audio and RTF for a short and a 40-word sentence, and stream = whole."
+    short, long = stream_timing(talker, BENCH_SHORT, threads=threads), stream_timing(talker, BENCH_LONG, threads=threads)
+    return dict(ttfa_s_short=short["ttfa_s"], rtf_short=short["rtf"], ttfa_s_long=long["ttfa_s"], rtf_long=long["rtf"],
+                audio_s_long=long["audio_s"], stream_threads=threads, stream_max_rel_diff=stream_difference(talker))
+
+def bench(cfg: TalkerConfig | None = None, text: str = BENCH_SHORT, repeats: int = 3,
           train_steps: int = 3, seconds: float = 3.0) -> dict:
     """Training utterances/s of an untrained Talker on random `seconds`-long utterances (and its model FLOP utilisation),
-    code frames generated per second and the real-time factor of `speak` (the trained Talker if found, else an untrained one)."""
+    code frames generated per second, the real-time factor of `speak`, and the stream's time to first audio and
+    real-time factor for a short and a 40-word sentence on 2 threads (the trained Talker if found, else an untrained one)."""
     cfg = cfg or load_config("talker_tiny")
     dev = pick_device(cfg.device)
     seed_everything(cfg.seed)
@@ -743,7 +1372,7 @@ def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jump
     try: talker, trained = load_talker(cfg.save_dir, device=cfg.device), True
     except FileNotFoundError:
         talker, trained = Talker(cfg, [PAD, SIL, UNK]).eval(), False
-        attach_codec(talker, RVQCodec(codec_config(cfg)))
+        attach_vocoder(attach_codec(talker, RVQCodec(codec_config(cfg))), Vocoder(vocoder_config(cfg)))
     dev = next(talker.parameters()).device
     cond = torch.randn(1, 50, cfg.d_model, device=dev) * 0.02
     with one_thread() if dev.type == "cpu" else contextlib.nullcontext():
@@ -753,5 +1382,8 @@ def bench(cfg: TalkerConfig | None = None, text: str = "The quick brown fox jump
     t = time.time()
     for _ in range(repeats): wave, sr = speak(text, talker)
     dt = (time.time() - t) / repeats
-    return dict(trained=trained, device=str(dev), code_frames_per_s=round(fps, 1), realtime_code_frames_per_s=cfg.frame_rate,
-                speak_s=round(dt, 3), audio_s=round(len(wave) / sr, 3), rtf=round(dt / (len(wave) / sr), 3), **train)
+    short, long = stream_timing(talker, BENCH_SHORT, repeats=repeats), stream_timing(talker, BENCH_LONG, repeats=repeats)
+    return dict(trained=trained, device=str(dev), vocoder=vocoder_name(talker), code_frames_per_s=round(fps, 1),
+                realtime_code_frames_per_s=cfg.frame_rate, speak_s=round(dt, 3), audio_s=round(len(wave) / sr, 3),
+                rtf=round(dt / (len(wave) / sr), 3), ttfa_s_short=short["ttfa_s"], rtf_stream_short=short["rtf"],
+                ttfa_s_long=long["ttfa_s"], rtf_stream_long=long["rtf"], audio_s_long=long["audio_s"], stream_threads=2, **train)
