@@ -27,21 +27,22 @@ class one_thread:
     def __exit__(self, *exc): torch.set_num_threads(self.n)
 
 # %% auto #0
-__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'STFT_RESOLUTIONS', 'MCD_ORDER', 'BENCH_SHORT',
-           'BENCH_LONG', 'one_thread', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ', 'RVQCodec',
-           'pad_mel', 'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
-           'espeak_phonemes', 'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config',
-           'check_voices', 'speech_corpus', 'phoneme_agreement', 'count_samples', 'VocoderConfig', 'vocoder_config',
-           'ConvNeXt1d', 'ola_envelope', 'Vocoder', 'stft_magnitude', 'vocoder_loss', 'audio_of', 'VocoderCrops',
-           'codec_mel', 'cepstra', 'frame_mcd', 'dtw_mean', 'mel_cepstral_distance', 'vocoder_metrics', 'train_vocoder',
-           'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker',
-           'talker_loss', 'phone_inventory', 'speak_codes', 'codes_to_mel', 'mel_to_audio', 'codes_to_wave',
-           'MelStream', 'WaveStream', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss',
-           'voice_id_config', 'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'talker_eval_fn',
-           'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of', 'vocoder_name',
-           'default_talker', 'speak', 'speak_stream', 'error_rates', 'asr_judge', 'codec_resynth', 'reference_audio',
-           'roundtrip', 'roundtrip_summary', 'train_talker', 'roundtrip_metrics', 'talker_voice_accuracy',
-           'evaluate_talker', 'stream_timing', 'stream_difference', 'stream_metrics', 'bench']
+__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'MCD_ORDER', 'BENCH_SHORT', 'BENCH_LONG', 'one_thread',
+           'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ', 'RVQCodec', 'pad_mel', 'MelWindows',
+           'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec', 'espeak_phonemes',
+           'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'check_voices',
+           'speech_corpus', 'phoneme_agreement', 'count_samples', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d',
+           'mel_to_bins', 'ola_envelope', 'Vocoder', 'cepstra', 'frame_mcd', 'cepstral_distance', 'dtw_mean',
+           'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'audio_of', 'VocoderCrops', 'codec_mel',
+           'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
+           'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes',
+           'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream', 'VoiceIdConfig',
+           'VoiceClassifier', 'VoiceCrops', 'voice_id_loss', 'voice_id_config', 'voice_accuracy', 'train_voice_id',
+           'load_voice_classifier', 'talker_eval_fn', 'save_talker_extras', 'load_talker', 'attach_codec',
+           'attach_vocoder', 'vocoder_of', 'vocoder_name', 'default_talker', 'speak', 'speak_stream', 'error_rates',
+           'asr_judge', 'codec_resynth', 'reference_audio', 'roundtrip', 'roundtrip_summary', 'train_talker',
+           'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker', 'stream_timing', 'stream_difference',
+           'stream_metrics', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -484,9 +485,11 @@ class VocoderConfig(TrainConfig):
     blocks: int = 6
     mult: int = 3                  # ConvNeXt MLP width, x channels
     kernel: int = 7
-    n_fft: int = 640               # 4 hops: each output sample is the overlap of 4 windows
-    window: int = 32               # mel frames per training crop
-    mel_weight: float = 1.0        # log-mel L1 against the multi-resolution STFT loss
+    n_fft: int = 400               # the log-mel's own window: 2.5 windows overlap each sample at the 160-sample hop
+    crop: int = 32                 # log-mel frames per training crop
+    stft_resolutions: list = field(default_factory=lambda: [[400, 160]])   # (n_fft, hop) of the STFT loss
+    mel_weight: float = 2.0        # log-mel L1, against the STFT loss
+    cepstral_weight: float = 0.3   # mel-cepstral distance (dB), the smooth envelope
     codec_share: float = 0.5       # share of training crops whose input is the codec's reconstruction
 
 def vocoder_config(cfg: TalkerConfig) -> VocoderConfig:
@@ -497,7 +500,7 @@ def vocoder_config(cfg: TalkerConfig) -> VocoderConfig:
                          lr_schedule=cfg.lr_schedule if cfg.vocoder_max_time_s else "steps",
                          val_freq=cfg.vocoder_steps // 3 if cfg.vocoder_steps >= 30 else 0, checkpoint_freq=cfg.vocoder_steps,
                          print_freq=max(min(50, cfg.vocoder_steps // 5), 1), channels=cfg.vocoder_channels,
-                         blocks=cfg.vocoder_blocks, window=cfg.vocoder_window, codec_share=cfg.vocoder_codec_share,
+                         blocks=cfg.vocoder_blocks, crop=cfg.vocoder_window, codec_share=cfg.vocoder_codec_share,
                          use_amp=False)   # FFTs and phases in float32
 
 # %% ../nbs/30_stage_d.ipynb #ddd942df
@@ -513,6 +516,23 @@ class ConvNeXt1d(nn.Module):
     def forward(self, x):                                       # (B, C, T)
         h = self.down(F.gelu(self.up(self.norm(self.dw(x).transpose(1, 2)))))
         return x + (self.scale * h).transpose(1, 2)
+
+def mel_to_bins(n_fft: int, n_mels: int = data.N_MELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_fft // 2 + 1, n_mels) weights that interpolate log power density from the centres of the (non-empty) mel bands
+    onto the STFT bins, and each band's log weight (log-mel minus it is a log power density per bin)."""
+    import torchaudio
+    fb = torchaudio.functional.melscale_fbanks(data.N_FFT // 2 + 1, 0.0, data.SAMPLE_RATE / 2, n_mels, data.SAMPLE_RATE)
+    weight = fb.sum(0)
+    live = (weight > 0).nonzero().flatten()
+    top = 2595 * math.log10(1 + data.SAMPLE_RATE / 2 / 700)                  # the HTK mel scale of torchaudio's filterbank
+    centres = (700 * (10 ** (torch.linspace(0, top, n_mels + 2)[1:-1] / 2595) - 1))[live]
+    freqs = torch.linspace(0, data.SAMPLE_RATE / 2, n_fft // 2 + 1)
+    j = torch.searchsorted(centres, freqs).clamp(1, len(live) - 1)
+    a = ((freqs - centres[j - 1]) / (centres[j] - centres[j - 1])).clamp(0, 1)
+    W = torch.zeros(len(freqs), n_mels)
+    W[torch.arange(len(freqs)), live[j - 1]] = 1 - a
+    W[torch.arange(len(freqs)), live[j]] += a
+    return W, torch.log(weight.clamp_min(1e-8))
 
 def ola_envelope(window: torch.Tensor, hop: int, n_frames: int) -> torch.Tensor:
     "Sum of squared windows at every sample of an overlap-add of `n_frames` frames (frame t centred on sample t * hop)."
@@ -530,7 +550,12 @@ class Vocoder(nn.Module):
         self.norm_in = nn.LayerNorm(cfg.channels)
         self.blocks = nn.Sequential(*[ConvNeXt1d(cfg.channels, cfg.mult, cfg.kernel) for _ in range(cfg.blocks)])
         self.norm_out = nn.LayerNorm(cfg.channels)
-        self.head = nn.Linear(cfg.channels, cfg.n_fft + 2)      # log-magnitude and phase of n_fft // 2 + 1 bins
+        self.bins = cfg.n_fft // 2 + 1
+        self.head = nn.Linear(cfg.channels, 2 * self.bins)     # log-magnitude correction and phase of each bin
+        with torch.no_grad(): self.head.weight[:self.bins].zero_(); self.head.bias[:self.bins].zero_()   # start: the interpolation
+        W, band_log_weight = mel_to_bins(cfg.n_fft, cfg.n_mels)
+        self.register_buffer("bin_weights", W, persistent=False)
+        self.register_buffer("band_log_weight", band_log_weight, persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor):
@@ -544,7 +569,8 @@ class Vocoder(nn.Module):
         "Raw log-mel (B, T, n_mels) -> complex STFT frames (B, T, n_fft // 2 + 1)."
         x = self.inp(((mel - self.mean) / self.std).transpose(1, 2))
         x = self.norm_in(x.transpose(1, 2)).transpose(1, 2)
-        logmag, phase = self.head(self.norm_out(self.blocks(x).transpose(1, 2))).float().chunk(2, -1)
+        correction, phase = self.head(self.norm_out(self.blocks(x).transpose(1, 2))).float().chunk(2, -1)
+        logmag = 0.5 * ((mel.float() - self.band_log_weight) @ self.bin_weights.T) + correction
         return torch.polar(torch.exp(logmag.clamp(max=7.0)), phase)
 
     def frames(self, spec: torch.Tensor) -> torch.Tensor:
@@ -561,24 +587,69 @@ class Vocoder(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor: return self.overlap_add(self.spectrum(mel))
 
-# %% ../nbs/30_stage_d.ipynb #a1f33f27
-STFT_RESOLUTIONS = ((256, 64), (512, 128), (1024, 256))     # (n_fft, hop) of the multi-resolution STFT loss
+# %% ../nbs/30_stage_d.ipynb #73c5448b
+MCD_ORDER = 24
+_dct_cache: dict = {}
 
+def cepstra(logmel: torch.Tensor, order: int = MCD_ORDER) -> torch.Tensor:
+    "(..., n_mels) log-mel (natural log of power) -> (..., order) mel-cepstra c1..c_order of the log amplitude (orthonormal DCT-II)."
+    n = logmel.shape[-1]
+    if n not in _dct_cache:
+        k, i = torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n, dtype=torch.float64)[None]
+        basis = torch.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.sqrt(2 / n)
+        basis[0] /= math.sqrt(2)
+        _dct_cache[n] = basis
+    return (0.5 * logmel) @ _dct_cache[n][1:order + 1].T.to(logmel)
+
+def frame_mcd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    "Per-frame MCD in dB between cepstra a (N, d) and b (M, d): (N, M) for all pairs."
+    return torch.cdist(a, b) * (math.sqrt(2) * 10 / math.log(10))
+
+def cepstral_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    "Mean per-frame MCD (dB) between log-mels a and b (..., T, n_mels), frame by frame (differentiable: a training loss)."
+    d = (cepstra(a) - cepstra(b)).pow(2).sum(-1)
+    return (d + 1e-8).sqrt().mean() * (math.sqrt(2) * 10 / math.log(10))
+
+def dtw_mean(cost: torch.Tensor) -> float:
+    "Mean cost along the cheapest monotone path from (0, 0) to (N-1, M-1) through `cost` (N, M) (steps down, right, diagonal)."
+    N, M = cost.shape
+    acc = torch.full((N + 1, M + 1), math.inf, dtype=torch.float64); acc[0, 0] = 0
+    steps = torch.zeros((N + 1, M + 1), dtype=torch.float64)
+    for d in range(2, N + M + 1):                        # anti-diagonals: every cell's three predecessors are done
+        i = torch.arange(max(1, d - M), min(N, d - 1) + 1); j = d - i
+        cands = torch.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])
+        best = cands.argmin(0)
+        prev_steps = torch.stack([steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1]]).gather(0, best[None])[0]
+        acc[i, j] = cands.gather(0, best[None])[0] + cost[i - 1, j - 1]
+        steps[i, j] = prev_steps + 1
+    return float(acc[N, M] / steps[N, M])
+
+def mel_cepstral_distance(reference: torch.Tensor, wave: torch.Tensor, align: bool = False) -> float:
+    "MCD (dB) of `wave` against `reference` (16 kHz waves): frame by frame, or along a DTW alignment with `align=True`."
+    a, b = cepstra(data.log_mel(reference).T.double()), cepstra(data.log_mel(wave).T.double())
+    if align: return dtw_mean(frame_mcd(a, b))
+    n = min(len(a), len(b))
+    return frame_mcd(a[:n], b[:n]).diagonal().mean().item()
+
+# %% ../nbs/30_stage_d.ipynb #a1f33f27
 def stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     window = torch.hann_window(n_fft, device=wave.device)
     return torch.stft(wave.float(), n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
 
-def vocoder_loss(model, batch, mel_weight: float = 1.0) -> dict:
-    "Multi-resolution STFT loss (spectral convergence + log-magnitude L1, averaged) + `mel_weight` x log-mel L1."
+def vocoder_loss(model, batch, cfg: VocoderConfig) -> dict:
+    """STFT loss at `cfg.stft_resolutions` (spectral convergence + log-magnitude L1, averaged), `cfg.mel_weight` x log-mel
+    L1 and `cfg.cepstral_weight` x mel-cepstral distance (dB) of the output against the true audio."""
     mel, wave = batch
     pred = model(mel)
     stft = 0.0
-    for n_fft, hop in STFT_RESOLUTIONS:
+    for n_fft, hop in cfg.stft_resolutions:
         p, t = stft_magnitude(pred, n_fft, hop), stft_magnitude(wave, n_fft, hop)
         stft = stft + torch.linalg.norm(t - p) / torch.linalg.norm(t) + F.l1_loss(p.log(), t.log())
-    stft = stft / len(STFT_RESOLUTIONS)
-    mel_l1 = F.l1_loss(data.log_mel(pred), data.log_mel(wave))
-    return dict(loss=stft + mel_weight * mel_l1, stft=stft, mel=mel_l1)
+    stft = stft / len(cfg.stft_resolutions)
+    pred_mel, true_mel = data.log_mel(pred).transpose(1, 2), data.log_mel(wave).transpose(1, 2)
+    mel_l1 = F.l1_loss(pred_mel, true_mel)
+    cep = cepstral_distance(pred_mel, true_mel)
+    return dict(loss=stft + cfg.mel_weight * mel_l1 + cfg.cepstral_weight * cep, stft=stft, mel=mel_l1, mcd=cep)
 
 def audio_of(u: dict) -> torch.Tensor:
     "An utterance's kept int16 audio as float, zero-padded to 160 samples per log-mel frame (the vocoder's length)."
@@ -607,45 +678,6 @@ def codec_mel(codec: RVQCodec, mel: torch.Tensor, voice: int) -> torch.Tensor:
     dev = next(codec.parameters()).device
     return codec.decode(codec.encode(pad_mel(mel.float()).to(dev)[None]), voice=voice)[0, :len(mel)].cpu()
 
-# %% ../nbs/30_stage_d.ipynb #73c5448b
-MCD_ORDER = 24
-_dct_cache: dict = {}
-
-def cepstra(logmel: torch.Tensor, order: int = MCD_ORDER) -> torch.Tensor:
-    "(T, n_mels) log-mel (natural log of power) -> (T, order) mel-cepstra c1..c_order of the log amplitude (orthonormal DCT-II)."
-    n = logmel.shape[-1]
-    if n not in _dct_cache:
-        k, i = torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n, dtype=torch.float64)[None]
-        basis = torch.cos(math.pi * k * (2 * i + 1) / (2 * n)) * math.sqrt(2 / n)
-        basis[0] /= math.sqrt(2)
-        _dct_cache[n] = basis
-    return (0.5 * logmel.double()) @ _dct_cache[n][1:order + 1].T
-
-def frame_mcd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    "Per-frame MCD in dB between cepstra a (N, d) and b (M, d): (N, M) for all pairs."
-    return torch.cdist(a, b) * (math.sqrt(2) * 10 / math.log(10))
-
-def dtw_mean(cost: torch.Tensor) -> float:
-    "Mean cost along the cheapest monotone path from (0, 0) to (N-1, M-1) through `cost` (N, M) (steps down, right, diagonal)."
-    N, M = cost.shape
-    acc = torch.full((N + 1, M + 1), math.inf, dtype=torch.float64); acc[0, 0] = 0
-    steps = torch.zeros((N + 1, M + 1), dtype=torch.float64)
-    for d in range(2, N + M + 1):                        # anti-diagonals: every cell's three predecessors are done
-        i = torch.arange(max(1, d - M), min(N, d - 1) + 1); j = d - i
-        cands = torch.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])
-        best = cands.argmin(0)
-        prev_steps = torch.stack([steps[i - 1, j - 1], steps[i - 1, j], steps[i, j - 1]]).gather(0, best[None])[0]
-        acc[i, j] = cands.gather(0, best[None])[0] + cost[i - 1, j - 1]
-        steps[i, j] = prev_steps + 1
-    return float(acc[N, M] / steps[N, M])
-
-def mel_cepstral_distance(reference: torch.Tensor, wave: torch.Tensor, align: bool = False) -> float:
-    "MCD (dB) of `wave` against `reference` (16 kHz waves): frame by frame, or along a DTW alignment with `align=True`."
-    a, b = cepstra(data.log_mel(reference).T), cepstra(data.log_mel(wave).T)
-    if align: return dtw_mean(frame_mcd(a, b))
-    n = min(len(a), len(b))
-    return frame_mcd(a[:n], b[:n]).diagonal().mean().item()
-
 # %% ../nbs/30_stage_d.ipynb #2cc005f7
 @torch.no_grad()
 def vocoder_metrics(model: Vocoder, utterances: list[dict]) -> dict:
@@ -666,8 +698,8 @@ def train_vocoder(cfg: VocoderConfig, train: list[dict], val: list[dict], codec:
         with one_thread(): alt = [codec_mel(codec, u["mel"], voices.index(u["voice"])).half() for u in train]
     model = Vocoder(cfg)
     model.set_stats(*data.mel_stats([m.float().T for m in mels]))
-    trainer = Trainer(model, cfg, VocoderCrops(mels, waves, cfg.window, alt, cfg.codec_share, cfg.seed),
-                      lambda m, b: vocoder_loss(m, b, cfg.mel_weight), eval_fn=lambda m: vocoder_metrics(m, val),
+    trainer = Trainer(model, cfg, VocoderCrops(mels, waves, cfg.crop, alt, cfg.codec_share, cfg.seed),
+                      lambda m, b: vocoder_loss(m, b, cfg), eval_fn=lambda m: vocoder_metrics(m, val),
                       best="mcd", plot=plot, name="vocoder")
     metrics = trainer.fit()
     return model.eval(), write_metrics(cfg, metrics, trainer, params=count_parameters(model), train_utterances=len(train),
