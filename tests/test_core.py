@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest, torch
 from torch import nn
 
-from muomni.core import (CheckpointError, StepBatchSampler, Trainer, demo_problem, load_checkpoint, load_config,
-                         save_checkpoint, train_demo, unwrap)
+from muomni.core import (CheckpointError, StepBatchSampler, Trainer, TrainingPaused, demo_problem, load_checkpoint,
+                         load_config, save_checkpoint, train_demo, unwrap)
 
 def demo_cfg(tmp_path, **kw):
     base = dict(kind="demo", save_dir=str(tmp_path / "run"), lr=1e-2, warmup_steps=2, max_steps=30, val_freq=10,
@@ -23,6 +23,19 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert resumed.step == 30
     torch.testing.assert_close(flat(resumed.model), flat(straight.model), rtol=0, atol=1e-6)
     assert "loss" in metrics
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_demo(demo_cfg(tmp_path, resume=True))
+
+def test_stop_after_pauses_and_resume_finishes_the_same_run(tmp_path):
+    straight, _ = train_demo(demo_cfg(tmp_path / "a"))
+    with pytest.raises(TrainingPaused, match="resume=True"):
+        train_demo(demo_cfg(tmp_path / "b", stop_after=17))
+    assert load_checkpoint(tmp_path / "b/run/last.pt")["step"] == 17 and not (tmp_path / "b/run/final.pt").exists()
+    resumed, metrics = train_demo(demo_cfg(tmp_path / "b", resume=True))
+    assert resumed.step == 30 and "loss" in metrics
+    torch.testing.assert_close(flat(resumed.model), flat(straight.model), rtol=0, atol=1e-6)
 
 def test_accumulation_matches_large_batch(tmp_path):
     def step(bs, accum):

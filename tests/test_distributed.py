@@ -12,7 +12,7 @@ from muomni.core import demo_problem, load_checkpoint, load_config
 HERE = Path(__file__).parent
 
 def run(save, nproc, steps=12, *overrides, env=None, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(29500 + nproc),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),   # a free port
            str(HERE / "ddp_demo.py"), str(save), str(steps), *overrides]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

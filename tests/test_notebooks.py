@@ -1,35 +1,28 @@
 """The end-to-end test: papermill runs every chapter notebook headless with the smoke preset, as a reader's
-`papermill nbs/27_stage_a.ipynb out.ipynb -p preset smoke` would. A failing cell fails the test, naming the cell."""
+`papermill nbs/27_stage_a.ipynb out.ipynb -p preset smoke` would. A failing cell fails the test, naming the cell.
+Each chapter runs once per session (conftest's `smoke_run`); the site test builds its pages from the same files."""
 import json
 from pathlib import Path
 
-import papermill as pm
 import pytest
 
 from conftest import NBS
 
 CHAPTERS = sorted(p.name for p in NBS.glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("26_"))
 
-def execute(nb: str, out: Path, **params):
-    try:
-        pm.execute_notebook(str(NBS / nb), str(out), parameters=dict(preset="smoke", **params), cwd=str(NBS),
-                            kernel_name="python3", progress_bar=False)
-    except pm.PapermillExecutionError as e:
-        pytest.fail(f"{nb} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n(executed notebook: {out})")
-
 def test_there_are_chapters():
     assert "00_core.ipynb" in CHAPTERS
 
 @pytest.mark.parametrize("nb", CHAPTERS)
-def test_chapter_runs_headless(nb, tmp_path):
-    execute(nb, tmp_path / nb)
-    executed = json.loads((tmp_path / nb).read_text())
+def test_chapter_runs_headless(nb, smoke_run):
+    executed = json.loads(smoke_run.execute(nb).read_text())
     injected = [c for c in executed["cells"] if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
     assert injected, "papermill found no `parameters` cell to follow"
 
-def test_pipeline_notebook_runs_stages_and_writes_results(tmp_path):
-    execute("26_training_overview.ipynb", tmp_path / "26.ipynb", stages="data", out_dir=str(tmp_path / "runs"))
-    results = json.loads((tmp_path / "runs/results.json").read_text())
+def test_pipeline_notebook_runs_stages_and_writes_results(smoke_run):
+    runs = smoke_run.folder / "pipeline"
+    smoke_run.execute("26_training_overview.ipynb", stages="data", out_dir=str(runs))
+    results = json.loads((runs / "results.json").read_text())
     assert results["preset"] == "smoke" and [s["stage"] for s in results["stages"]] == ["data"]
     assert results["stages"][0]["status"] in ("ok", "not built")
 

@@ -1,11 +1,15 @@
-"Stage E (muomni.omni): config, chat template, batching, frozen encoders, save/load, chat CLI and bad input."
+"""Stage E (muomni.omni): config, chat template, batching, frozen encoders, save/load, chat CLI and bad input;
+question records in many wordings, out-of-scope records and honest replies."""
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from muomni.core import CheckpointError, load_config, save_checkpoint
-from muomni import omni as E
+from muomni import omni as E, data as D
 from muomni.thinker import Thinker, train_tokenizer
 from muomni.vision import VisionClassifier
 from muomni.audio import AudioEncoder
@@ -125,7 +129,9 @@ def test_chat_bad_input(parts, tmp_path):
 
 def test_answers_and_wer():
     assert E.normalize_answer(" Red! ") == "red"
-    assert E.question_type("where is the red star?") == "position" and E.question_type("how many?") == "count"
+    assert E.question_type("where is the red star?") == "position" and E.question_type("How many red shapes are there") == "count"
+    assert E.question_type("the star is what colour?") == "colour" and E.question_type("name the shape of the red object.") == "shape"
+    assert E.question_type("what is the capital of france?") == "other" and E.question_type("what colour is the car?") == "other"
     wer, cer = E.word_error_rate(["the red star"], ["the red car"])
     assert abs(wer - 1 / 3) < 1e-9 and 0 < cer < 1
     assert E.word_error_rate(["Where is it?"], ["where is it"]) == (0.0, 0.0)
@@ -194,3 +200,59 @@ def test_char_lm_travels_with_the_save_folder(parts, tmp_path):
     assert loaded.transcribe(wave, max_new_tokens=6) == omni.transcribe(wave, max_new_tokens=6)
     long = 0.1 * torch.randn(16000 * 20)                                       # longer than transcribe_chunk_s: cut up
     assert loaded.transcribe(long, max_new_tokens=4) == omni.transcribe(long, max_new_tokens=4)
+
+
+# --- questions in many wordings, and out-of-scope input ---------------------------------------------------------------
+
+REGISTRY_QUESTIONS = D.question_registry()
+SHAPES = D.shapes_dataset(12, seed=3, image_size=24)
+
+def test_question_records_carry_type_and_wording_from_the_generator():
+    q = REGISTRY_QUESTIONS
+    for split in ("train", "test"):
+        recs = E.shape_records(SHAPES, 100, 0, random.Random(0), q[split], q["wordings"])
+        assert {r["wording"] for r in recs} <= set(q[split]) and len(recs) == sum(3 + (it["count"] == 1) for it in SHAPES)
+        for r in recs:
+            spec = SHAPES[r["image"] - 100]["spec"]
+            assert r["type"] == q["wordings"][r["wording"]][0] == E.question_type(r["text"])
+            assert r["answer"] == D.shape_question(spec, r["wording"])["answer"]
+    two = E.shape_records(SHAPES, 0, 2, random.Random(0), q["train"], q["wordings"], capitals=1.0)
+    assert len(two) == 2 * len(SHAPES) and all(r["text"][0].isupper() for r in two)
+    spoken, distinct = E.spoken_records(SHAPES, 0, 40, random.Random(0), q["test"], q["wordings"], max_questions=8)
+    assert len(spoken) == 40 and len(distinct) <= 8 and {r["question"] for r in spoken} <= set(distinct)
+    assert [r["type"] for r in spoken[:4]] == list(E.QUESTION_TYPES) and all(r["wording"] in D.HELDOUT_WORDINGS for r in spoken)
+
+def test_out_of_scope_records_and_their_inputs():
+    q = REGISTRY_QUESTIONS
+    recs = {s: E.out_of_scope_records(s, 8, random.Random(0), q, (0, SHAPES), (50, 8), (20, 8), [E.PROMPTS["asr"]]) for s in ("train", "test")}
+    for split, rs in recs.items():
+        assert [sum(r["type"] == k for r in rs) for k in E.OUT_OF_SCOPE_KINDS] == [8] * 4
+        assert all(r["answer"] == E.HONEST_REPLIES[r["type"]] and r["kind"] == "out_of_scope" for r in rs)
+        assert all(50 <= r["image"] < 58 for r in rs if r["type"] == "no_shape") and all(20 <= r["audio"] < 28 for r in rs if r["type"] == "no_speech")
+    typed = lambda split: {D.normalize_transcript(r["text"]) for r in recs[split] if r["text"] and r["type"] in ("greeting", "unknown")}
+    assert not typed("train") & typed("test")
+    shape_questions = [r["text"] for r in recs["test"] if r["type"] in ("unknown", "no_shape") and E.question_type(r["text"] or "") != "other"]
+    assert shape_questions and all(D.question_wording(t) in D.HELDOUT_WORDINGS for t in shape_questions)
+    rng = np.random.default_rng(0)
+    assert all(E.empty_picture(rng, 32).size == (32, 32) for _ in range(8))
+    waves = [E.no_speech_wave(rng) for _ in range(12)]
+    assert all(8000 <= len(w) <= 64000 and torch.isfinite(w).all() and w.abs().max() < 0.25 for w in waves)
+
+def test_chat_never_answers_with_nothing(parts, tmp_path, monkeypatch):
+    omni = make_omni(parts, omni_cfg(tmp_path))
+    monkeypatch.setattr(E, "answer_batch", lambda *a, **kw: [""])
+    assert omni.chat("what is the capital of france?") == E.HONEST_REPLIES["unknown"]
+    assert omni.chat("what colour is the star?", image=PIC) == E.HONEST_REPLIES["unknown"]
+    omni.transcribe = lambda wave, sample_rate=16000, **kw: ""                  # an empty transcript: no speech heard
+    assert omni.chat("Transcribe the audio.", audio=0.001 * torch.randn(16000)) == E.HONEST_REPLIES["no_speech"]
+
+@pytest.mark.parametrize("decoder", ["greedy", "joint"])
+def test_transcribe_gives_silence_an_empty_transcript(parts, tmp_path, monkeypatch, decoder):
+    omni = make_omni(parts, omni_cfg(tmp_path, asr_decoder=decoder))
+    monkeypatch.setattr(E, "answer_batch", lambda *a, **kw: ["I hear no speech."])
+    monkeypatch.setattr(E, "joint_transcribe", lambda *a, **kw: "to be or not to be")
+    silence = E.no_speech_wave(np.random.default_rng(1))
+    assert omni.transcribe(silence) == ""
+    assert omni.chat("transcribe this", audio=silence) == E.HONEST_REPLIES["no_speech"]
+    monkeypatch.setattr(E, "answer_batch", lambda *a, **kw: ["a red star"])         # speech heard: transcribed as usual
+    assert omni.transcribe(silence) == ("a red star" if decoder == "greedy" else "to be or not to be")

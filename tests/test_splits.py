@@ -91,3 +91,32 @@ def test_registry_pools_disjoint_at_full_size(material):
     data_dir = material["E"]["speech"]["train"].parents[3]
     keys = {s: norm(r["text"] for r in D.registry_sentences(s, data_dir)) for s in ("train", "tune", "test")}
     assert not keys["train"] & keys["test"] and not keys["train"] & keys["tune"] and not keys["tune"] & keys["test"]
+
+
+def test_heldout_wordings_reach_no_training_text(material):
+    "A held-out question wording is asked only at test time: no stage trains on a sentence in one, typed or spoken."
+    held = norm(q["question"] for s in D.all_shape_specs() for q in D.question_set(s, "test"))
+    assert held and material["registry"]["questions"]["test"] == list(D.HELDOUT_WORDINGS)
+    data_dir = material["E"]["speech"]["train"].parents[3]
+    assert not held & norm(r["text"] for r in D.registry_sentences("train", data_dir)), "a registry training sentence is held out"
+    assert not held & norm(material["B"]["train"]["texts"]), "Stage B's training audio speaks a held-out wording"
+    assert not held & norm(material["B_lm"]), "Stage B's language model read a held-out wording"
+    assert not held & norm(u["text"] for u in material["D"]["train"]), "the Talker trained on a held-out wording"
+    sft = material["E"]
+    typed = norm(ex.get("text") or "" for ex in sft["train"].examples) | norm(ex.get("question") or "" for ex in sft["train"].examples)
+    assert not held & typed, "Stage E trains on a held-out wording"
+    assert not held & norm(r["text"] for r in D.read_manifest(sft["spoken"]["train"])), "Stage E's spoken training questions"
+    tested = sft["test"]["vqa_heldout_wording"] + sft["test"]["spoken_heldout_wording"]
+    assert tested and all(it["wording"] in D.HELDOUT_WORDINGS for it in tested)
+    assert all(it["wording"] not in D.HELDOUT_WORDINGS for it in sft["test"]["vqa"] + sft["test"]["spoken"])
+
+
+def test_out_of_scope_test_prompts_never_trained_on(material):
+    sft = material["E"]
+    train = {D.normalize_transcript(ex["text"]) for ex in sft["train"].examples if ex["kind"] == "out_of_scope" and ex.get("text")}
+    test = [it for it in sft["test"]["out_of_scope"] if it["type"] in ("greeting", "unknown") and it.get("text")]
+    assert test and not {D.normalize_transcript(it["text"]) for it in test} & train
+    used = lambda items, key: {it[key] for it in items if it.get(key, -1) >= 0}
+    oos_test = [it for it in sft["test"]["out_of_scope"] if it["type"] in ("no_speech", "no_shape")]
+    assert not used(oos_test, "audio") & used(sft["train"].examples, "audio")
+    assert not used([it for it in oos_test if it["type"] == "no_shape"], "image") & used(sft["train"].examples, "image")

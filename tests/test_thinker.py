@@ -6,7 +6,7 @@ import torch
 from muomni.core import load_config, save_checkpoint, CheckpointError, count_parameters
 from muomni.thinker import (SPECIAL_TOKENS, TextTokenizer, ThinkerConfig, Thinker, KVCache, train_tokenizer, generate,
                             sample_next, incremental_logits, param_breakdown, PackedText, eval_windows, count_chars,
-                            text_metrics, token_stream, load_thinker, complete, lm_loss)
+                            text_metrics, token_stream, load_thinker, complete, lm_loss, FastDecoder)
 
 TEXT = ["First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"] * 30
 
@@ -78,6 +78,14 @@ def test_kv_cache_matches_full_forward(groups, moe):
     with torch.no_grad(): full = m(ids)
     for chunk in (1, 4):
         assert torch.allclose(incremental_logits(m, ids, chunk=chunk), full, atol=1e-4)   # float32 rounding only
+
+def test_kv_cache_long_sequence():
+    "150 positions, fed 7 at a time through the cache, past the model's ctx_len: the logits of a full forward."
+    torch.manual_seed(0)
+    m = Thinker(small(ctx_len=200)).eval()
+    ids = torch.randint(0, 320, (2, 150))
+    with torch.no_grad(): full = m(ids)
+    assert torch.allclose(incremental_logits(m, ids, chunk=7), full, atol=1e-4)
 
 def test_padding_mask_left_padded_batch():
     torch.manual_seed(0)
@@ -155,6 +163,39 @@ def test_generate_options():
     assert out.shape[1] <= 3 and out[0, -1].item() == eos
     assert generate(m, p, 0).shape == (2, 0)
     assert generate(m, p, 40, temperature=0).shape == (2, 40)                         # beyond ctx_len
+
+@pytest.mark.parametrize("groups", [4, 2, 1])
+def test_fast_decoder_float32_gives_generates_tokens(groups):
+    torch.manual_seed(0)
+    m = Thinker(small(kv_groups=groups)).eval()
+    p = torch.randint(0, 320, (2, 5))
+    assert torch.equal(FastDecoder(m).generate(p, 30, temperature=0), generate(m, p, 30, temperature=0))
+    ids = torch.cat([p, generate(m, p, 30, temperature=0)], 1)
+    with torch.no_grad(): assert torch.allclose(FastDecoder(m).forward(ids, last_only=False), m(ids), atol=1e-4)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)       # sampling, streaming, eos
+    assert torch.equal(FastDecoder(m).generate(p, 9, temperature=1.0, top_k=20, generator=g1),
+                       generate(m, p, 9, temperature=1.0, top_k=20, generator=g2))
+    seen, eos = [], int(ids[0, 7])
+    out = FastDecoder(m).generate(p[:1], 20, temperature=0, eos_id=eos, stream=seen.append)
+    assert out[0, -1].item() == eos and len(seen) == out.shape[1] <= 3
+
+@pytest.mark.parametrize("weights", ["bf16", "int8"])
+def test_fast_decoder_smaller_weights_match_their_own_full_forward(weights):
+    "bf16 and int8 weights change the numbers: token by token through the cache they equal the same path's full pass."
+    torch.manual_seed(0)
+    m = Thinker(small()).eval()
+    fast = FastDecoder(m, weights, max_len=64)
+    ids = torch.cat([torch.randint(0, 320, (2, 5)), fast.generate(torch.randint(0, 320, (2, 5)), 25, temperature=0)], 1)
+    full = fast.forward(ids, last_only=False)
+    steps = [fast.forward(ids[:, :5], last_only=False)] + [fast.forward(ids[:, t:t + 1], t) for t in range(5, ids.shape[1])]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    with torch.no_grad(): assert (full - m(ids)).abs().max() < 0.05 * m(ids).abs().max()    # and stay near the model's
+
+def test_fast_decoder_bad_input():
+    m = Thinker(small())
+    with pytest.raises(ValueError, match="weights"): FastDecoder(m, "int4")
+    with pytest.raises(NotImplementedError, match="dense"): FastDecoder(Thinker(small(use_moe=True)))
+    with pytest.raises(ValueError, match="max_len"): FastDecoder(m, max_len=8).generate(torch.zeros(1, 5, dtype=torch.long), 10)
 
 def test_sample_next_filters():
     logits = torch.tensor([[0.0, 3.0, 2.9, -5.0]])
