@@ -74,7 +74,7 @@ def test_export_carries_the_vocoder_and_the_voices(omni, tmp_path):
     "A Talker with a vocoder exports it too; the loaded model says the same waves, in each voice."
     from muomni import talker as T
     torch.manual_seed(0)
-    vocoder = T.Vocoder(T.VocoderConfig(channels=16, blocks=1)).eval()
+    vocoder = T.Vocoder(T.VocoderConfig(kind="vocoder", channels=16, blocks=1)).eval()
     T.attach_vocoder(omni.talker, vocoder)
     try:
         back = I.load_exported(I.export_model(omni, tmp_path / "exp"), device="cpu")
