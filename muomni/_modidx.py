@@ -630,6 +630,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'muomni.talker.stft_magnitude': ('stage_d.html#stft_magnitude', 'muomni/talker.py'),
                                'muomni.talker.stream_difference': ('stage_d.html#stream_difference', 'muomni/talker.py'),
                                'muomni.talker.stream_metrics': ('stage_d.html#stream_metrics', 'muomni/talker.py'),
+                               'muomni.talker.stream_threads': ('stage_d.html#stream_threads', 'muomni/talker.py'),
                                'muomni.talker.stream_timing': ('stage_d.html#stream_timing', 'muomni/talker.py'),
                                'muomni.talker.talker_eval_fn': ('stage_d.html#talker_eval_fn', 'muomni/talker.py'),
                                'muomni.talker.talker_loss': ('stage_d.html#talker_loss', 'muomni/talker.py'),

@@ -41,7 +41,7 @@ __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'MCD_ORD
            'attach_vocoder', 'vocoder_of', 'vocoder_name', 'default_talker', 'speak', 'speak_stream', 'error_rates',
            'asr_judge', 'codec_resynth', 'reference_audio', 'roundtrip', 'roundtrip_summary', 'train_talker',
            'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker', 'stream_timing', 'stream_difference',
-           'stream_metrics', 'bench']
+           'stream_threads', 'stream_metrics', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -1360,8 +1360,9 @@ BENCH_LONG = ("When the morning train finally pulled into the station, the tired
               "selling fresh bread, fruit and flowers.")                          # 40 words
 
 def stream_timing(talker: Talker, text: str, voice: str | None = None, threads: int = 2, repeats: int = 3) -> dict:
-    """`speak(text, stream=True)` with `threads` CPU threads, after one warm-up: time to the first chunk and real-time
-    factor (seconds of compute per second of audio), the median of `repeats` runs."""
+    """`speak(text, stream=True)` with `threads` CPU threads allowed (on a CPU the stream's small steps use one of them,
+    see `one_thread`), after one warm-up: time to the first chunk and real-time factor (seconds of compute per second of
+    audio), the median of `repeats` runs."""
     n = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -1384,17 +1385,22 @@ def stream_difference(talker: Talker, text: str = BENCH_SHORT, voice: str | None
     if streamed.shape != whole.shape: raise AssertionError(f"streamed {tuple(streamed.shape)} samples, whole {tuple(whole.shape)}")
     return float((streamed - whole).abs().max() / whole.abs().max().clamp_min(1e-9))
 
+def stream_threads(talker: Talker, threads: int) -> int:
+    "CPU threads the stream really computes on: one on a CPU (`one_thread`), else the `threads` allowed."
+    return 1 if next(talker.parameters()).device.type == "cpu" else threads
+
 def stream_metrics(talker: Talker, threads: int = 2) -> dict:
     "Streaming figures for metrics.json: time to first audio and RTF for a short and a 40-word sentence, and stream = whole."
     short, long = stream_timing(talker, BENCH_SHORT, threads=threads), stream_timing(talker, BENCH_LONG, threads=threads)
     return dict(ttfa_s_short=short["ttfa_s"], rtf_short=short["rtf"], ttfa_s_long=long["ttfa_s"], rtf_long=long["rtf"],
-                audio_s_long=long["audio_s"], stream_threads=threads, stream_max_rel_diff=stream_difference(talker))
+                audio_s_long=long["audio_s"], stream_threads=stream_threads(talker, threads), stream_max_rel_diff=stream_difference(talker))
 
 def bench(cfg: TalkerConfig | None = None, text: str = BENCH_SHORT, repeats: int = 3,
           train_steps: int = 3, seconds: float = 3.0) -> dict:
     """Training utterances/s of an untrained Talker on random `seconds`-long utterances (and its model FLOP utilisation),
     code frames generated per second, the real-time factor of `speak`, and the stream's time to first audio and
-    real-time factor for a short and a 40-word sentence on 2 threads (the trained Talker if found, else an untrained one)."""
+    real-time factor for a short and a 40-word sentence (a 2-thread process; on a CPU the stream's steps run on one of
+    them) (the trained Talker if found, else an untrained one)."""
     cfg = cfg or load_config("talker_tiny")
     dev = pick_device(cfg.device)
     seed_everything(cfg.seed)
@@ -1422,4 +1428,4 @@ def bench(cfg: TalkerConfig | None = None, text: str = BENCH_SHORT, repeats: int
     return dict(trained=trained, device=str(dev), vocoder=vocoder_name(talker), code_frames_per_s=round(fps, 1),
                 realtime_code_frames_per_s=cfg.frame_rate, speak_s=round(dt, 3), audio_s=round(len(wave) / sr, 3),
                 rtf=round(dt / (len(wave) / sr), 3), ttfa_s_short=short["ttfa_s"], rtf_stream_short=short["rtf"],
-                ttfa_s_long=long["ttfa_s"], rtf_stream_long=long["rtf"], audio_s_long=long["audio_s"], stream_threads=2, **train)
+                ttfa_s_long=long["ttfa_s"], rtf_stream_long=long["rtf"], audio_s_long=long["audio_s"], stream_threads=stream_threads(talker, 2), **train)
