@@ -1099,7 +1099,8 @@ def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: 
                 vocoder_dir: str | Path | None = None) -> Talker:
     """A trained Talker (with `.codec` and `.vocoder` attached) from a save dir or checkpoint file; default: the laptop
     run, else tiny. The vocoder: `vocoder_dir`, else a `vocoder` folder beside the Talker's checkpoint (a copied Talker),
-    else the config's `vocoder_dir`; with none of them, `.vocoder` is None and speech goes through Griffin-Lim."""
+    else, in the Talker's own save dir, the config's `vocoder_dir` (a copy without a `vocoder` folder spoke through
+    Griffin-Lim, whatever vocoder its config names); with none, `.vocoder` is None and speech goes through Griffin-Lim."""
     path = resolve_path(path or _default_talker_dir())
     folder = path if path.is_dir() else path.parent
     path = find_checkpoint(path, required=False) or path
@@ -1111,9 +1112,10 @@ def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: 
     talker = Talker(cfg, phones)
     load_checkpoint(path, talker)
     talker = attach_codec(talker.to(pick_device(device)).eval(), load_codec(codec_dir or cfg.codec_dir, device))
-    candidates = [vocoder_dir] if vocoder_dir else [folder / "vocoder", cfg.vocoder_dir]
+    own = folder.resolve() == resolve_path(cfg.save_dir).resolve()          # not a copy (Stage E keeps one)
+    candidates = [vocoder_dir] if vocoder_dir else [folder / "vocoder"] + ([cfg.vocoder_dir] if own else [])
     found = next((f for d in candidates if (f := find_checkpoint(d, required=vocoder_dir is not None)) is not None), None)
-    if found is None: print(f"speak: no vocoder checkpoint in {resolve_path(cfg.vocoder_dir)}; using Griffin-Lim")
+    if found is None: print(f"speak: no vocoder checkpoint in {', '.join(str(resolve_path(d)) for d in candidates)}; using Griffin-Lim")
     return attach_vocoder(talker, load_vocoder(found, device) if found else None)
 
 def attach_codec(talker: Talker, codec: RVQCodec) -> Talker:

@@ -1,5 +1,5 @@
 "Stage D: codec and Talker unit tests (fast; the notebook's smoke run covers training end to end)."
-import json
+import json, shutil
 
 import pytest
 import torch
@@ -146,8 +146,12 @@ def test_load_talker_roundtrip(tmp_path):
     assert loaded.vocoder is None and T.vocoder_name(loaded) == "griffin-lim"        # no vocoder checkpoint: Griffin-Lim
     assert json.loads((tmp_path / "talker" / "phones.json").read_text())["phones"][:3] == [T.PAD, T.SIL, T.UNK]
     vcfg = T.VocoderConfig(channels=16, blocks=1)
-    save_checkpoint(tmp_path / "talker" / "vocoder" / "final.pt", T.Vocoder(vcfg), vcfg)   # a copied Talker's vocoder folder
+    shutil.copytree(tmp_path / "talker", tmp_path / "copy")                        # a copy, as Stage E keeps one
+    save_checkpoint(tmp_path / "no_vocoder" / "final.pt", T.Vocoder(vcfg), vcfg)   # the config's vocoder folder, now trained
     assert isinstance(T.load_talker(tmp_path / "talker").vocoder, T.Vocoder)
+    assert T.load_talker(tmp_path / "copy").vocoder is None          # a copy without a vocoder folder spoke through Griffin-Lim
+    save_checkpoint(tmp_path / "copy" / "vocoder" / "final.pt", T.Vocoder(vcfg), vcfg)    # a copied Talker's vocoder folder
+    assert isinstance(T.load_talker(tmp_path / "copy").vocoder, T.Vocoder)
 
 
 def test_bench_reports_what_it_measured(tmp_path):
