@@ -1115,7 +1115,8 @@ def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: 
     own = folder.resolve() == resolve_path(cfg.save_dir).resolve()          # not a copy (Stage E keeps one)
     candidates = [vocoder_dir] if vocoder_dir else [folder / "vocoder"] + ([cfg.vocoder_dir] if own else [])
     found = next((f for d in candidates if (f := find_checkpoint(d, required=vocoder_dir is not None)) is not None), None)
-    if found is None: print(f"speak: no vocoder checkpoint in {', '.join(str(resolve_path(d)) for d in candidates)}; using Griffin-Lim")
+    if found is None: print(f"speak: no vocoder checkpoint in {', '.join(str(resolve_path(d)) for d in candidates)}; using Griffin-Lim",
+                            file=sys.stderr)                        # a note: stdout may be a command's JSON
     return attach_vocoder(talker, load_vocoder(found, device) if found else None)
 
 def attach_codec(talker: Talker, codec: RVQCodec) -> Talker:
