@@ -15,9 +15,9 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES',
-           'RATE_MAX', 'NON_INTERACTIVE_BACKENDS', 'find_checkout', 'project_root', 'resolve_path', 'config_dir',
-           'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class', 'on_gpu',
-           'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
+           'RATE_MAX', 'NON_INTERACTIVE_BACKENDS', 'find_checkout', 'project_root', 'resolve_path', 'shown_path',
+           'config_dir', 'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class',
+           'on_gpu', 'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
            'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'cached_load', 'warmup_cosine', 'StepBatchSampler',
            'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels', 'LivePlot', 'show_figures_inline',
@@ -47,6 +47,12 @@ def resolve_path(p: str | Path) -> Path:
     "An absolute path for `p`; relative paths are taken from the home folder (`project_root`)."
     p = Path(p).expanduser()
     return p if p.is_absolute() else project_root() / p
+
+def shown_path(p: str | Path) -> str:
+    "`p` as metrics and messages show it: relative to the home folder when it is inside it, so no machine path leaks."
+    p = Path(p)
+    try: return str(p.resolve().relative_to(project_root().resolve()))
+    except ValueError: return str(p)
 
 def config_dir() -> Path:
     """The stage configs: `configs/` of the checkout holding the working directory, else the installed package's copy

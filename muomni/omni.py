@@ -26,13 +26,13 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'HONEST_REPLIES',
            'OUT_OF_SCOPE_KINDS', 'SET_METRICS', 'TRANSCRIBE_REQUEST', 'OmniConfig', 'stage_dir', 'load_thinker_part',
            'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts', 'user_turn', 'char_ids',
-           'chat_example', 'ctc_segments', 'Projector', 'aligned_positions', 'Omni', 'collate', 'SFTData', 'sft_loss',
+           'chat_example', 'Projector', 'ctc_segments', 'aligned_positions', 'Omni', 'collate', 'SFTData', 'sft_loss',
            'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example', 'image_bank',
            'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'typed', 'questions_about', 'shape_records',
            'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'empty_picture', 'no_speech_wave',
            'out_of_scope_records', 'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe',
            'word_error_rate', 'nonempty', 'reply_budget', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder',
-           'save_components', 'sft_omni', 'is_transcription_request', 'bench']
+           'is_transcription_request', 'save_components', 'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #dc570593
 @register_config("omni")
@@ -120,6 +120,7 @@ def _try_load(cfg: OmniConfig, part: str, where, load):
         _fresh_note(part, where, f" ({type(e).__name__}: {str(e)[:100]})")
         return None
 
+# %% ../nbs/31_stage_e.ipynb #4d74a72f
 def load_thinker_part(cfg: OmniConfig, path=None):
     "(Thinker, tokenizer) from Stage A, or fresh ones (smoke only)."
     from muomni import thinker as A
@@ -149,6 +150,7 @@ def load_audio_part(cfg: OmniConfig, path=None):
     seed_everything(cfg.seed)
     return B.AudioEncoder(load_config(STAGE_CONFIGS["audio_encoder"], preset="smoke")).eval()
 
+# %% ../nbs/31_stage_e.ipynb #de0f1288
 def load_talker_part(cfg: OmniConfig, path=None):
     "Stage D's Talker (anything with `speak(text) -> (wave, sr)`), or None when Stage D is not there."
     try:
@@ -195,6 +197,17 @@ def chat_example(tok, answer: str, text: str | None = None, n_image: int = 0, n_
     reply = (char_ids(tok, answer) if char_level else tok.encode(answer)) + [tok.token_id("<|end|>")]
     return prompt + reply, [IGNORE] * len(prompt) + reply
 
+# %% ../nbs/31_stage_e.ipynb #d8cbfd57
+class Projector(nn.Module):
+    "Encoder features (..., d_in) -> soft tokens (..., d_model): linear or 2-layer MLP, then a LayerNorm."
+    def __init__(self, d_in: int, d_model: int, kind: str = "linear"):
+        super().__init__()
+        if kind == "linear": self.net = nn.Linear(d_in, d_model)
+        elif kind == "mlp": self.net = nn.Sequential(nn.Linear(d_in, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        else: raise ValueError(f"projector must be 'linear' or 'mlp', got {kind!r}")
+        self.norm = nn.LayerNorm(d_model)
+    def forward(self, x): return self.norm(self.net(x))
+
 # %% ../nbs/31_stage_e.ipynb #6a1c0e01
 def ctc_segments(frames: torch.Tensor, log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0):
     """Pool frames (B, T, d) into one token per emitted CTC character: consecutive frames with the same non-blank
@@ -221,17 +234,6 @@ def ctc_segments(frames: torch.Tensor, log_probs: torch.Tensor, lengths: torch.T
         out[empty, 0] = mean[empty]
     return out, counts.clamp(min=1)
 
-# %% ../nbs/31_stage_e.ipynb #d8cbfd57
-class Projector(nn.Module):
-    "Encoder features (..., d_in) -> soft tokens (..., d_model): linear or 2-layer MLP, then a LayerNorm."
-    def __init__(self, d_in: int, d_model: int, kind: str = "linear"):
-        super().__init__()
-        if kind == "linear": self.net = nn.Linear(d_in, d_model)
-        elif kind == "mlp": self.net = nn.Sequential(nn.Linear(d_in, d_model), nn.GELU(), nn.Linear(d_model, d_model))
-        else: raise ValueError(f"projector must be 'linear' or 'mlp', got {kind!r}")
-        self.norm = nn.LayerNorm(d_model)
-    def forward(self, x): return self.norm(self.net(x))
-
 # %% ../nbs/31_stage_e.ipynb #6a1c0e07
 def aligned_positions(ids: torch.Tensor, attention_mask: torch.Tensor | None, audio_slots: torch.Tensor,
                       reply_id: int, gap: int = 2) -> torch.Tensor:
@@ -249,21 +251,29 @@ def aligned_positions(ids: torch.Tensor, attention_mask: torch.Tensor | None, au
         pos[b, r:] = pos[b, start + int(audio[0])] + gap + torch.arange(ids.shape[1] - r, device=ids.device)
     return pos
 
+# %% ../nbs/31_stage_e.ipynb #a0c98ea7
+def _check_omni(cfg: OmniConfig, thinker, tokenizer) -> None:
+    "A clear ValueError for a config value `Omni` cannot build, or a tokenizer that does not fit the Thinker."
+    if cfg.vision_tokens not in ("cls", "patches", "both"):
+        raise ValueError(f"vision_tokens must be cls, patches or both, got {cfg.vision_tokens!r}")
+    if cfg.vision_pool < 1: raise ValueError(f"vision_pool must be >= 1, got {cfg.vision_pool}")
+    if cfg.audio_features not in ("mean", "stack", "stack_ctc", "ctc_segments"):
+        raise ValueError(f"audio_features must be mean, stack, stack_ctc or ctc_segments, got {cfg.audio_features!r}")
+    if cfg.asr_target not in ("bpe", "chars"): raise ValueError(f"asr_target must be bpe or chars, got {cfg.asr_target!r}")
+    if cfg.audio_positions not in ("sequential", "aligned"):
+        raise ValueError(f"audio_positions must be sequential or aligned, got {cfg.audio_positions!r}")
+    if tokenizer.vocab_size != thinker.cfg.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens, the Thinker {thinker.cfg.vocab_size}")
+    if cfg.asr_decoder not in ("greedy", "joint"): raise ValueError(f"asr_decoder must be greedy or joint, got {cfg.asr_decoder!r}")
+    if cfg.asr_decoder == "joint" and cfg.asr_target != "chars":
+        raise ValueError("asr_decoder='joint' scores one character at a time, so it needs asr_target='chars'")
+
 # %% ../nbs/31_stage_e.ipynb #60447203
 class Omni(nn.Module):
     "Thinker + projected vision and audio encoders (+ a Talker for speech out)."
     def __init__(self, cfg: OmniConfig, thinker, tokenizer, vision, audio, talker=None):
         super().__init__()
-        if cfg.vision_tokens not in ("cls", "patches", "both"):
-            raise ValueError(f"vision_tokens must be cls, patches or both, got {cfg.vision_tokens!r}")
-        if cfg.vision_pool < 1: raise ValueError(f"vision_pool must be >= 1, got {cfg.vision_pool}")
-        if cfg.audio_features not in ("mean", "stack", "stack_ctc", "ctc_segments"):
-            raise ValueError(f"audio_features must be mean, stack, stack_ctc or ctc_segments, got {cfg.audio_features!r}")
-        if cfg.asr_target not in ("bpe", "chars"): raise ValueError(f"asr_target must be bpe or chars, got {cfg.asr_target!r}")
-        if cfg.audio_positions not in ("sequential", "aligned"):
-            raise ValueError(f"audio_positions must be sequential or aligned, got {cfg.audio_positions!r}")
-        if tokenizer.vocab_size != thinker.cfg.vocab_size:
-            raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens, the Thinker {thinker.cfg.vocab_size}")
+        _check_omni(cfg, thinker, tokenizer)
         self.cfg, self.thinker, self.tokenizer, self.vision, self.audio = cfg, thinker, tokenizer, vision, audio
         d = thinker.cfg.d_model
         self.vision_proj = Projector(vision.encoder.d_model, d, cfg.projector)
@@ -273,9 +283,6 @@ class Omni(nn.Module):
             for p in (self.vision_proj, self.audio_proj): p.norm.weight.fill_(scale)
         self._talker = [talker]                        # a list keeps it out of state_dict and .to()
         self.end_id = tokenizer.token_id("<|end|>")
-        if cfg.asr_decoder not in ("greedy", "joint"): raise ValueError(f"asr_decoder must be greedy or joint, got {cfg.asr_decoder!r}")
-        if cfg.asr_decoder == "joint" and cfg.asr_target != "chars":
-            raise ValueError("asr_decoder='joint' scores one character at a time, so it needs asr_target='chars'")
         self.char_lm = getattr(audio, "lm", None)      # Stage B's character LM, when the encoder came with one
         if cfg.freeze_encoders:
             for p in [*vision.parameters(), *audio.parameters()]: p.requires_grad_(False)
@@ -293,93 +300,106 @@ class Omni(nn.Module):
     @property
     def device(self) -> torch.device: return self.thinker.lm_head.weight.device
 
-    @property
-    def audio_width(self) -> int:
-        "Width of one 12.5 Hz audio token before the projector."
-        d = self.audio.cfg.d_model
-        if self.cfg.audio_features == "mean": return d
-        if self.cfg.audio_features == "ctc_segments": return d + self.audio.ctc_head.out_features
-        return self.audio_stack * (d + (self.audio.ctc_head.out_features if self.cfg.audio_features == "stack_ctc" else 0))
+# %% ../nbs/31_stage_e.ipynb #5904ab97
+@patch(as_prop=True)
+def n_image_tokens(self: Omni) -> int:
+    "Tokens per picture: the CLS token and/or the (pooled) patch grid."
+    g = math.ceil(self.vision.encoder.grid / self.cfg.vision_pool)
+    return (self.cfg.vision_tokens != "patches") + (g * g if self.cfg.vision_tokens != "cls" else 0)
 
-    @property
-    def audio_stack(self) -> int:
-        "Encoder frames per 12.5 Hz audio token (2 for Stage B's 25 Hz frames)."
-        return max(1, round(getattr(self.audio, "frame_rate", 25.0) / 12.5))
+@patch
+def image_features(self: Omni, pixels: torch.Tensor) -> torch.Tensor:
+    "Normalised pixels (B, 3, S, S) -> vision encoder tokens (B, n_image_tokens, d_vision)."
+    cls, patches = self.vision.encoder(pixels)
+    out = [cls[:, None]] if self.cfg.vision_tokens != "patches" else []
+    if self.cfg.vision_tokens != "cls":
+        g = self.vision.encoder.grid
+        grid = patches.transpose(1, 2).reshape(len(patches), -1, g, g)
+        if self.cfg.vision_pool > 1: grid = F.avg_pool2d(grid, self.cfg.vision_pool, ceil_mode=True)
+        out.append(grid.flatten(2).transpose(1, 2))
+    return torch.cat(out, 1)
 
-    @property
-    def n_image_tokens(self) -> int:
-        g = math.ceil(self.vision.encoder.grid / self.cfg.vision_pool)
-        return (self.cfg.vision_tokens != "patches") + (g * g if self.cfg.vision_tokens != "cls" else 0)
+@patch
+def pixels(self: Omni, images) -> torch.Tensor:
+    "PIL images / paths / arrays -> the vision encoder's normalised input batch."
+    from muomni.vision import images_to_tensor, normalize
+    return normalize(images_to_tensor(images, self.vision.encoder.img_size)).to(self.device)
 
-    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        "Normalised pixels (B, 3, S, S) -> vision encoder tokens (B, n_image_tokens, d_vision)."
-        cls, patches = self.vision.encoder(pixels)
-        out = [cls[:, None]] if self.cfg.vision_tokens != "patches" else []
-        if self.cfg.vision_tokens != "cls":
-            g = self.vision.encoder.grid
-            grid = patches.transpose(1, 2).reshape(len(patches), -1, g, g)
-            if self.cfg.vision_pool > 1: grid = F.avg_pool2d(grid, self.cfg.vision_pool, ceil_mode=True)
-            out.append(grid.flatten(2).transpose(1, 2))
-        return torch.cat(out, 1)
+# %% ../nbs/31_stage_e.ipynb #ab783f75
+@patch(as_prop=True)
+def audio_width(self: Omni) -> int:
+    "Width of one 12.5 Hz audio token before the projector."
+    d = self.audio.cfg.d_model
+    if self.cfg.audio_features == "mean": return d
+    if self.cfg.audio_features == "ctc_segments": return d + self.audio.ctc_head.out_features
+    return self.audio_stack * (d + (self.audio.ctc_head.out_features if self.cfg.audio_features == "stack_ctc" else 0))
 
-    def pixels(self, images) -> torch.Tensor:
-        "PIL images / paths / arrays -> the vision encoder's normalised input batch."
-        from muomni.vision import images_to_tensor, normalize
-        return normalize(images_to_tensor(images, self.vision.encoder.img_size)).to(self.device)
+@patch(as_prop=True)
+def audio_stack(self: Omni) -> int:
+    "Encoder frames per 12.5 Hz audio token (2 for Stage B's 25 Hz frames)."
+    return max(1, round(getattr(self.audio, "frame_rate", 25.0) / 12.5))
 
-    def audio_tokens(self, mels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "Log-mels (B, T, n_mels) -> (audio tokens (B, T', audio_width), (B,) counts): 12.5 Hz frames or CTC segments, per `cfg.audio_features`."
-        if self.cfg.audio_features == "mean": return self.audio.encode(mels, lengths)
-        x, n = self.audio.features(mels, lengths)                     # 25 Hz
-        if self.cfg.audio_features == "ctc_segments":
-            from muomni.audio import BLANK
-            return ctc_segments(x, self.audio.ctc_head(x).float().log_softmax(-1).to(x.dtype), n, BLANK)
-        if self.cfg.audio_features == "stack_ctc": x = torch.cat([x, self.audio.ctc_head(x).float().log_softmax(-1)], -1)
-        k = self.audio_stack
-        if x.shape[1] % k: x = F.pad(x, (0, 0, 0, k - x.shape[1] % k))
-        return x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2]), (n + k - 1) // k
+@patch
+def audio_tokens(self: Omni, mels: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Log-mels (B, T, n_mels) -> (audio tokens (B, T', audio_width), (B,) counts): 12.5 Hz frames or CTC segments, per `cfg.audio_features`."
+    if self.cfg.audio_features == "mean": return self.audio.encode(mels, lengths)
+    x, n = self.audio.features(mels, lengths)                     # 25 Hz
+    if self.cfg.audio_features == "ctc_segments":
+        from muomni.audio import BLANK
+        return ctc_segments(x, self.audio.ctc_head(x).float().log_softmax(-1).to(x.dtype), n, BLANK)
+    if self.cfg.audio_features == "stack_ctc": x = torch.cat([x, self.audio.ctc_head(x).float().log_softmax(-1)], -1)
+    k = self.audio_stack
+    if x.shape[1] % k: x = F.pad(x, (0, 0, 0, k - x.shape[1] % k))
+    return x.reshape(x.shape[0], x.shape[1] // k, k * x.shape[2]), (n + k - 1) // k
 
-    def ctc_log_probs(self, mels: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        "Stage B's CTC log-probabilities (frames, len(VOCAB)) of every utterance of a log-mel batch, on the CPU."
-        logits, n = self.audio(mels, lengths)
-        lp = logits.float().log_softmax(-1).cpu()
-        return [lp[b, :int(n[b])] for b in range(len(lp))]
+# %% ../nbs/31_stage_e.ipynb #2cc65a4e
+@patch
+def ctc_log_probs(self: Omni, mels: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    "Stage B's CTC log-probabilities (frames, len(VOCAB)) of every utterance of a log-mel batch, on the CPU."
+    logits, n = self.audio(mels, lengths)
+    lp = logits.float().log_softmax(-1).cpu()
+    return [lp[b, :int(n[b])] for b in range(len(lp))]
 
-    def audio_features(self, waves, sample_rate: int = 16000) -> list[torch.Tensor]:
-        "1-D waves -> a list of (frames, audio_width) 12.5 Hz audio tokens."
-        from muomni.audio import wave_to_mel, to_mono_16k, pad_mels
-        x, n = pad_mels([wave_to_mel(to_mono_16k(w, sample_rate)) for w in waves])
-        frames, k = self.audio_tokens(x.to(self.device), n.to(self.device))
-        return [f[:int(c)] for f, c in zip(frames, k)]
+@patch
+def audio_features(self: Omni, waves, sample_rate: int = 16000) -> list[torch.Tensor]:
+    "1-D waves -> a list of (frames, audio_width) 12.5 Hz audio tokens."
+    from muomni.audio import wave_to_mel, to_mono_16k, pad_mels
+    x, n = pad_mels([wave_to_mel(to_mono_16k(w, sample_rate)) for w in waves])
+    frames, k = self.audio_tokens(x.to(self.device), n.to(self.device))
+    return [f[:int(c)] for f, c in zip(frames, k)]
 
-    def embed(self, ids, image_slots=None, image_feats=None, audio_slots=None, audio_feats=None) -> torch.Tensor:
-        "Token embeddings with the projected image tokens and audio frames written into their slots."
-        x = self.thinker.embed(ids)
-        for slots, feats, proj in ((image_slots, image_feats, self.vision_proj), (audio_slots, audio_feats, self.audio_proj)):
-            if slots is None or not bool(slots.any()):
-                # A batch without pictures (or sounds) leaves a projector out of the loss. Under torchrun, DDP waits
-                # for a gradient of every parameter, so each projector still joins the graph, with a zero gradient
-                if self.training and torch.is_grad_enabled(): x = x + 0.0 * sum(p.sum() for p in proj.parameters())
-                continue
-            soft = proj(feats.to(x.device)).reshape(-1, x.shape[-1]).to(x.dtype)
-            if soft.shape[0] != int(slots.sum()):
-                raise ValueError(f"{int(slots.sum())} slots but {soft.shape[0]} projected tokens")
-            x = x.masked_scatter(slots[..., None].expand_as(x), soft)
-        return x
+# %% ../nbs/31_stage_e.ipynb #89bd4172
+@patch
+def embed(self: Omni, ids, image_slots=None, image_feats=None, audio_slots=None, audio_feats=None) -> torch.Tensor:
+    "Token embeddings with the projected image tokens and audio frames written into their slots."
+    x = self.thinker.embed(ids)
+    for slots, feats, proj in ((image_slots, image_feats, self.vision_proj), (audio_slots, audio_feats, self.audio_proj)):
+        if slots is None or not bool(slots.any()):
+            # A batch without pictures (or sounds) leaves a projector out of the loss. Under torchrun, DDP waits
+            # for a gradient of every parameter, so each projector still joins the graph, with a zero gradient
+            if self.training and torch.is_grad_enabled(): x = x + 0.0 * sum(p.sum() for p in proj.parameters())
+            continue
+        soft = proj(feats.to(x.device)).reshape(-1, x.shape[-1]).to(x.dtype)
+        if soft.shape[0] != int(slots.sum()):
+            raise ValueError(f"{int(slots.sum())} slots but {soft.shape[0]} projected tokens")
+        x = x.masked_scatter(slots[..., None].expand_as(x), soft)
+    return x
 
-    def positions(self, ids, attention_mask=None, audio_slots=None) -> torch.Tensor | None:
-        "RoPE positions of a batch: None (the Thinker's own 0, 1, 2, ...) unless `cfg.audio_positions` is aligned."
-        if self.cfg.audio_positions == "sequential" or audio_slots is None or not bool(audio_slots.any()): return None
-        if self.cfg.audio_positions != "aligned":
-            raise ValueError(f"audio_positions must be sequential or aligned, got {self.cfg.audio_positions!r}")
-        return aligned_positions(ids, attention_mask, audio_slots, self.tokenizer.token_id("<|assistant|>"), self.cfg.align_gap)
+@patch
+def positions(self: Omni, ids, attention_mask=None, audio_slots=None) -> torch.Tensor | None:
+    "RoPE positions of a batch: None (the Thinker's own 0, 1, 2, ...) unless `cfg.audio_positions` is aligned."
+    if self.cfg.audio_positions == "sequential" or audio_slots is None or not bool(audio_slots.any()): return None
+    if self.cfg.audio_positions != "aligned":
+        raise ValueError(f"audio_positions must be sequential or aligned, got {self.cfg.audio_positions!r}")
+    return aligned_positions(ids, attention_mask, audio_slots, self.tokenizer.token_id("<|assistant|>"), self.cfg.align_gap)
 
-    def forward(self, ids, attention_mask=None, image_slots=None, image_feats=None, audio_slots=None, audio_feats=None,
-                logits_at=None, **_):
-        "Logits (B, T, vocab) of a batch made by `collate` (or (N, vocab) at the `logits_at` positions only)."
-        x = self.embed(ids, image_slots, image_feats, audio_slots, audio_feats)
-        return self.thinker(inputs_embeds=x, attention_mask=attention_mask, logits_at=logits_at,
-                            position_ids=self.positions(ids, attention_mask, audio_slots))
+@patch
+def forward(self: Omni, ids, attention_mask=None, image_slots=None, image_feats=None, audio_slots=None, audio_feats=None,
+            logits_at=None, **_):
+    "Logits (B, T, vocab) of a batch made by `collate` (or (N, vocab) at the `logits_at` positions only)."
+    x = self.embed(ids, image_slots, image_feats, audio_slots, audio_feats)
+    return self.thinker(inputs_embeds=x, attention_mask=attention_mask, logits_at=logits_at,
+                        position_ids=self.positions(ids, attention_mask, audio_slots))
 
 # %% ../nbs/31_stage_e.ipynb #8354694d
 def collate(items: list[dict], image_bank=None, audio_bank=None, pad_id: int = 0, left_pad: bool = False) -> dict:
@@ -402,6 +422,7 @@ def collate(items: list[dict], image_bank=None, audio_bank=None, pad_id: int = 0
     if clips: out["audio_feats"] = torch.cat(clips)
     return out
 
+# %% ../nbs/31_stage_e.ipynb #18cf6ad0
 class SFTData(torch.utils.data.Dataset):
     "Chat examples plus the feature banks their `image` / `audio` indices point into."
     def __init__(self, examples: list[dict], image_bank: torch.Tensor, audio_bank: list, pad_id: int):
@@ -412,6 +433,7 @@ class SFTData(torch.utils.data.Dataset):
         return collate(items, self.image_bank, self.audio_bank, self.pad_id, left_pad)
     def lengths(self) -> list[int]: return [len(ex["ids"]) for ex in self.examples]
 
+# %% ../nbs/31_stage_e.ipynb #ba129abb
 def sft_loss(model, batch) -> torch.Tensor:
     """Next-token cross-entropy on the answer tokens (and on plain-text windows), averaged per example first: a
     one-word answer weighs as much as a 60-character transcript or a 64-token text window. The output layer runs
@@ -470,6 +492,7 @@ def record_example(tok, rec: dict, n_image: int, audio_bank=None, prompt_only: b
     ids, labels = chat_example(tok, rec["answer"], rec.get("text"), n_img, n_audio, char_level)
     return dict(rec, ids=ids, labels=labels)
 
+# %% ../nbs/31_stage_e.ipynb #a42533b8
 @torch.no_grad()
 def image_bank(omni: Omni, images: list, batch_size: int = 128) -> torch.Tensor:
     "Frozen vision tokens (N, n_image_tokens, d_vision) of PIL images, on the CPU."
@@ -526,6 +549,7 @@ def shape_records(items: list[dict], image_offset: int, per_image: int, rng: ran
                             kind=kind, type=t, wording=q["wording"]))
     return out
 
+# %% ../nbs/31_stage_e.ipynb #e7c8ebfb
 def spoken_records(items: list[dict], image_offset: int, n: int, rng: random.Random, wordings: list[str], table: dict,
                    max_questions: int = 0) -> tuple[list[dict], list[str]]:
     """`n` spoken-question records about shape pictures, the question types in equal shares (no clip assigned yet),
@@ -547,6 +571,7 @@ def spoken_records(items: list[dict], image_offset: int, n: int, rng: random.Ran
         out.append(dict(image=image_offset + i, audio=-1, text=None, answer=a, kind="spoken", type=t, wording=w, question=q))
     return out, sorted(q for qs in chosen.values() for q in qs)
 
+# %% ../nbs/31_stage_e.ipynb #af570fb4
 def spoken_voices(cfg: OmniConfig) -> dict[str, list[str]]:
     "The split registry's train and test voices (the preset's first few for smoke runs), for spoken questions."
     from muomni import data as D
@@ -570,6 +595,7 @@ def is_no_speech(text: str) -> bool:
     "Whether an answer is the no-speech reply."
     return normalize_answer(text) == normalize_answer(HONEST_REPLIES["no_speech"])
 
+# %% ../nbs/31_stage_e.ipynb #b07baf18
 def empty_picture(rng: np.random.Generator, size: int = 64):
     """A picture with nothing on it: one of the shape pictures' backgrounds, drawn at 3x and scaled down the way
     `render_shapes` draws its pictures, or a plain fill of any brightness."""
@@ -600,6 +626,7 @@ def no_speech_wave(rng: np.random.Generator, sample_rate: int = 16000) -> torch.
         x = np.convolve(x, np.exp(-np.arange(200) / 30), "same")
     return torch.tensor(x / (np.abs(x).max() + 1e-9) * 10 ** rng.uniform(-3, -0.7), dtype=torch.float32)
 
+# %% ../nbs/31_stage_e.ipynb #67320633
 def out_of_scope_records(split: str, n: int, rng: random.Random, questions: dict, shapes: tuple, empty: tuple, silent: tuple,
                          asr_prompts: list[str], capitals: float = 0.5) -> list[dict]:
     """`n` records of each kind in `OUT_OF_SCOPE_KINDS` for `split` (train or test), answered with `HONEST_REPLIES`.
@@ -654,6 +681,7 @@ def _offsets(groups: dict) -> dict:
     for k, items in groups.items(): out[k], pos = pos, pos + len(items)
     return out
 
+# %% ../nbs/31_stage_e.ipynb #77a092c1
 def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     """Training examples and prompt sets for Stage E, with their feature banks, all from the split registry.
     Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_heldout_wording,
@@ -839,6 +867,7 @@ def reply_budget(tok) -> int:
     "Tokens enough for the longest honest reply, written as BPE tokens or one token per character."
     return 1 + max(max(len(tok.encode(r)), len(char_ids(tok, r))) for r in HONEST_REPLIES.values())
 
+# %% ../nbs/31_stage_e.ipynb #d89f7bdf
 def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_predictions: bool = False,
                  split: str = "test") -> dict:
     """Metrics of `omni` on `data[split]` (the first `limit` items of each set when > 0): `tune` while training, `test`
@@ -904,6 +933,128 @@ def tune_joint_decoder(omni: Omni, grid: dict, n: int = 100, data_dir: str | Non
         print(out[-1])
     return sorted(out, key=lambda r: (r["wer"], r["cer"]))
 
+# %% ../nbs/31_stage_e.ipynb #b03d9a67
+@patch(cls_method=True)
+def load(cls: Omni, ckpt_dir="checkpoints/omni_final", device: str = "auto") -> Omni:
+    "A trained Omni (eval mode) from a Stage E save folder."
+    from muomni.thinker import Thinker, TextTokenizer
+    from muomni.vision import VisionClassifier
+    from muomni.audio import AudioEncoder
+    d = resolve_path(ckpt_dir)
+    if not d.is_dir(): raise FileNotFoundError(f"Omni folder not found: {d} (train it with muomni sft-omni)")
+    if not (d / "components.json").exists(): raise FileNotFoundError(f"{d} is not an Omni save folder (no components.json)")
+    ckpt = find_checkpoint(d)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    conf = dict(state.get("config") or {})
+    if conf.get("kind") != "omni": raise CheckpointError(f"{ckpt} is not an Omni checkpoint (kind={conf.get('kind')!r})")
+    comp = json.loads((d / "components.json").read_text(encoding="utf-8"))
+    omni = cls(load_config(conf), Thinker(load_config(comp["thinker"])), TextTokenizer.load(d / "tokenizer.json"),
+               VisionClassifier(load_config(comp["vision"])), AudioEncoder(load_config(comp["audio"])))
+    load_checkpoint(ckpt, omni)
+    if (d / "char_lm.pt").exists():
+        from muomni.audio import CharNgramLM
+        omni.char_lm = CharNgramLM.from_state(torch.load(d / "char_lm.pt", weights_only=True))
+    talker = comp.get("talker")
+    omni.talker_path = (d / talker if talker == "talker" else resolve_path(talker)) if talker else None
+    return omni.to(pick_device(device)).eval()
+
+# %% ../nbs/31_stage_e.ipynb #74a8482d
+def _wave(audio, sample_rate: int) -> torch.Tensor:
+    "A 1-D 16 kHz float tensor from a path or a wave (tensor or array) at `sample_rate`."
+    from muomni.data import load_audio
+    from muomni.audio import to_mono_16k
+    if isinstance(audio, (str, Path)):
+        if not Path(audio).exists(): raise FileNotFoundError(f"audio file not found: {audio}")
+        return load_audio(audio)
+    wave = to_mono_16k(audio, sample_rate)
+    if wave.numel() < 400: raise ValueError(f"audio too short: {wave.numel()} samples at 16 kHz")
+    if not torch.isfinite(wave).all(): raise ValueError("audio contains NaN or infinite samples")
+    return wave
+
+@patch
+@torch.no_grad()
+def prompt_batch(self: Omni, turns: list[dict], sample_rate: int = 16000) -> dict:
+    "A one-row generation batch for a conversation (earlier turns carry their `answer`)."
+    tok, ids, img, aud = self.tokenizer, [], [], []
+    for k, t in enumerate(turns):
+        if t.get("image") is not None: img.append(self.image_features(self.pixels([t["image"]])))
+        frames = self.audio_features([_wave(t["audio"], sample_rate)]) if t.get("audio") is not None else []
+        aud += frames
+        ids += user_turn(tok, t.get("text"), self.n_image_tokens if t.get("image") is not None else 0, len(frames[0]) if frames else 0)
+        if k < len(turns) - 1: ids += tok.encode(t.get("answer") or "") + [self.end_id]
+    batch = collate([dict(ids=ids)], pad_id=tok.pad_id)
+    if img: batch["image_feats"] = torch.cat(img)
+    if aud: batch["audio_feats"] = torch.cat(aud)
+    return batch
+
+# %% ../nbs/31_stage_e.ipynb #59e6bd73
+TRANSCRIBE_REQUEST = re.compile(r"\b(transcri\w*|dictat\w*|write (it )?down)\b", re.IGNORECASE)
+
+def is_transcription_request(text: str | None) -> bool:
+    "Whether a typed instruction asks for a transcript ('Transcribe the audio.', 'transcribe this', 'write down ...')."
+    return bool(text) and TRANSCRIBE_REQUEST.search(text) is not None
+
+@patch
+def chat(self: Omni, text: str | None = None, image=None, audio=None, history: list | None = None, sample_rate: int = 16000,
+         max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:
+    """The model's answer to text and/or an image and/or audio (after `history`, a list of earlier turns). A request to
+    transcribe audio (no picture, greedy settings) goes to `transcribe`, the decoder built for it. Never empty: an
+    empty transcript is "i hear no speech.", and an answer the Thinker ends at once is "i don't know."."""
+    if text is not None and not isinstance(text, str): raise TypeError(f"text must be a string, got {type(text).__name__}")
+    if not (text and text.strip()) and image is None and audio is None: raise ValueError("nothing to answer: give text, an image or audio")
+    if audio is not None and image is None and not history and temperature == 0 and is_transcription_request(text):
+        return self.transcribe(audio, sample_rate) or HONEST_REPLIES["no_speech"]
+    turns = list(history or []) + [dict(text=text, image=image, audio=audio)]
+    g = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+    return nonempty(answer_batch(self, self.prompt_batch(turns, sample_rate), max_new_tokens, temperature, top_k, top_p, g)[0])
+
+# %% ../nbs/31_stage_e.ipynb #380a63f4
+@patch
+def transcribe(self: Omni, wave, sample_rate: int = 16000, max_new_tokens: int | None = None, decoder: str | None = None) -> str:
+    """Transcript of speech (a 1-D wave at `sample_rate`, or a path) written by the Thinker, with `decoder` (default
+    the config's `asr_decoder`: joint = Thinker + Stage B's CTC prefix scores + character LM). Speech longer than
+    `transcribe_chunk_s` is cut at quiet points and transcribed piece by piece. A piece in which the Thinker, asked
+    greedily, hears no speech ("i hear no speech.") adds nothing: silence has an empty transcript."""
+    from muomni.audio import _chunk_bounds, wave_to_mel
+    decoder = decoder or self.cfg.asr_decoder
+    if decoder not in ("greedy", "joint"): raise ValueError(f"decoder must be greedy or joint, got {decoder!r}")
+    if decoder == "joint" and self.cfg.asr_target != "chars": decoder = "greedy"     # the joint decoder writes characters
+    wave = _wave(wave, sample_rate)
+    chunk = int(self.cfg.transcribe_chunk_s * 16000)
+    texts = []
+    for a, b in _chunk_bounds(wave, chunk, min(chunk // 4, 3 * 16000)):
+        piece = wave[a:b]
+        if piece.numel() < 400: continue
+        batch = self.prompt_batch([dict(text=PROMPTS["asr"], audio=piece)])
+        if decoder == "greedy":
+            said = answer_batch(self, batch, max_new_tokens or 2 * self.cfg.transcript_tokens)[0]
+            texts.append("" if is_no_speech(said) else said)
+            continue
+        if is_no_speech(answer_batch(self, batch, len(char_ids(self.tokenizer, HONEST_REPLIES["no_speech"])) + 1)[0]): continue
+        mel = wave_to_mel(piece)[None].to(self.device)
+        ctc = self.ctc_log_probs(mel, torch.tensor([mel.shape[1]], device=self.device))[0]
+        texts.append(joint_transcribe(self, batch, ctc, max_len=max_new_tokens))
+    return " ".join(t for t in texts if t)
+
+# %% ../nbs/31_stage_e.ipynb #ad86e70a
+@patch
+def classify(self: Omni, image) -> str:
+    "Stage C's label for a picture: 'red circle' or 'digit 7'."
+    return self.vision.classify(image)
+
+@patch
+def speak(self: Omni, text: str, voice: str | None = None, stream: bool = False):
+    "(wave, sample_rate): `text` spoken by Stage D's Talker in `voice` (None: its default); `stream=True`: wave chunks (see `talker.speak`)."
+    if not isinstance(text, str) or not text.strip(): raise ValueError(f"nothing to speak: {text!r}")
+    if self.talker is None:
+        path = getattr(self, "talker_path", None)
+        if path is None: raise RuntimeError("this Omni has no Talker (Stage D was not trained when it was built)")
+        from muomni.talker import load_talker
+        codec = Path(path) / "codec"
+        self._talker[0] = load_talker(path, device=str(self.device), codec_dir=codec if codec.is_dir() else None)
+    from muomni.talker import speak
+    return speak(text, self.talker, voice=voice, stream=stream)
+
 # %% ../nbs/31_stage_e.ipynb #68dad207
 def _copy_files(src: Path, dst: Path) -> None:
     "Copy a save folder's checkpoint and JSON files (final.pt rather than last/best when there is one)."
@@ -927,6 +1078,7 @@ def _talker_copy(talker, talker_path, save_dir) -> str | None:
         if vocoder_dir.is_dir(): _copy_files(vocoder_dir, dst / "vocoder")
     return "talker"
 
+# %% ../nbs/31_stage_e.ipynb #34356cba
 def save_components(omni: Omni, save_dir, talker_path=None) -> Path:
     "tokenizer.json, components.json (the parts' configs) and Stage B's char_lm.pt in `save_dir`: with final.pt, all Omni.load needs."
     save_dir = resolve_path(save_dir)
@@ -948,6 +1100,7 @@ def _optimizer(omni: Omni, cfg: OmniConfig):
             if ps: groups.append(dict(params=ps, weight_decay=g["weight_decay"], lr=cfg.lr * (cfg.projector_lr_mult if is_proj else 1)))
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
+# %% ../nbs/31_stage_e.ipynb #4aa079c4
 def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=None, talker=None, plot: bool = True,
              return_all: bool = False):
     """Stage E: join the stages with projectors and fine-tune on multimodal chat; return (and write) held-out metrics.
@@ -984,124 +1137,6 @@ def sft_omni(cfg: OmniConfig, thinker=None, audio_encoder=None, vision_encoder=N
     print(json.dumps({k: v for k, v in out.items() if "accuracy" in k or "wer" in k or "nats" in k}, indent=1))
     if return_all: return out, omni, data, preds
     return out
-
-# %% ../nbs/31_stage_e.ipynb #b03d9a67
-@patch(cls_method=True)
-def load(cls: Omni, ckpt_dir="checkpoints/omni_final", device: str = "auto") -> Omni:
-    "A trained Omni (eval mode) from a Stage E save folder."
-    from muomni.thinker import Thinker, TextTokenizer
-    from muomni.vision import VisionClassifier
-    from muomni.audio import AudioEncoder
-    d = resolve_path(ckpt_dir)
-    if not d.is_dir(): raise FileNotFoundError(f"Omni folder not found: {d} (train it with muomni sft-omni)")
-    if not (d / "components.json").exists(): raise FileNotFoundError(f"{d} is not an Omni save folder (no components.json)")
-    ckpt = find_checkpoint(d)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    conf = dict(state.get("config") or {})
-    if conf.get("kind") != "omni": raise CheckpointError(f"{ckpt} is not an Omni checkpoint (kind={conf.get('kind')!r})")
-    comp = json.loads((d / "components.json").read_text(encoding="utf-8"))
-    omni = cls(load_config(conf), Thinker(load_config(comp["thinker"])), TextTokenizer.load(d / "tokenizer.json"),
-               VisionClassifier(load_config(comp["vision"])), AudioEncoder(load_config(comp["audio"])))
-    load_checkpoint(ckpt, omni)
-    if (d / "char_lm.pt").exists():
-        from muomni.audio import CharNgramLM
-        omni.char_lm = CharNgramLM.from_state(torch.load(d / "char_lm.pt", weights_only=True))
-    talker = comp.get("talker")
-    omni.talker_path = (d / talker if talker == "talker" else resolve_path(talker)) if talker else None
-    return omni.to(pick_device(device)).eval()
-
-def _wave(audio, sample_rate: int) -> torch.Tensor:
-    "A 1-D 16 kHz float tensor from a path or a wave (tensor or array) at `sample_rate`."
-    from muomni.data import load_audio
-    from muomni.audio import to_mono_16k
-    if isinstance(audio, (str, Path)):
-        if not Path(audio).exists(): raise FileNotFoundError(f"audio file not found: {audio}")
-        return load_audio(audio)
-    wave = to_mono_16k(audio, sample_rate)
-    if wave.numel() < 400: raise ValueError(f"audio too short: {wave.numel()} samples at 16 kHz")
-    if not torch.isfinite(wave).all(): raise ValueError("audio contains NaN or infinite samples")
-    return wave
-
-@patch
-@torch.no_grad()
-def prompt_batch(self: Omni, turns: list[dict], sample_rate: int = 16000) -> dict:
-    "A one-row generation batch for a conversation (earlier turns carry their `answer`)."
-    tok, ids, img, aud = self.tokenizer, [], [], []
-    for k, t in enumerate(turns):
-        if t.get("image") is not None: img.append(self.image_features(self.pixels([t["image"]])))
-        frames = self.audio_features([_wave(t["audio"], sample_rate)]) if t.get("audio") is not None else []
-        aud += frames
-        ids += user_turn(tok, t.get("text"), self.n_image_tokens if t.get("image") is not None else 0, len(frames[0]) if frames else 0)
-        if k < len(turns) - 1: ids += tok.encode(t.get("answer") or "") + [self.end_id]
-    batch = collate([dict(ids=ids)], pad_id=tok.pad_id)
-    if img: batch["image_feats"] = torch.cat(img)
-    if aud: batch["audio_feats"] = torch.cat(aud)
-    return batch
-
-TRANSCRIBE_REQUEST = re.compile(r"\b(transcri\w*|dictat\w*|write (it )?down)\b", re.IGNORECASE)
-
-def is_transcription_request(text: str | None) -> bool:
-    "Whether a typed instruction asks for a transcript ('Transcribe the audio.', 'transcribe this', 'write down ...')."
-    return bool(text) and TRANSCRIBE_REQUEST.search(text) is not None
-
-@patch
-def chat(self: Omni, text: str | None = None, image=None, audio=None, history: list | None = None, sample_rate: int = 16000,
-         max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:
-    """The model's answer to text and/or an image and/or audio (after `history`, a list of earlier turns). A request to
-    transcribe audio (no picture, greedy settings) goes to `transcribe`, the decoder built for it. Never empty: an
-    empty transcript is "i hear no speech.", and an answer the Thinker ends at once is "i don't know."."""
-    if text is not None and not isinstance(text, str): raise TypeError(f"text must be a string, got {type(text).__name__}")
-    if not (text and text.strip()) and image is None and audio is None: raise ValueError("nothing to answer: give text, an image or audio")
-    if audio is not None and image is None and not history and temperature == 0 and is_transcription_request(text):
-        return self.transcribe(audio, sample_rate) or HONEST_REPLIES["no_speech"]
-    turns = list(history or []) + [dict(text=text, image=image, audio=audio)]
-    g = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
-    return nonempty(answer_batch(self, self.prompt_batch(turns, sample_rate), max_new_tokens, temperature, top_k, top_p, g)[0])
-
-@patch
-def transcribe(self: Omni, wave, sample_rate: int = 16000, max_new_tokens: int | None = None, decoder: str | None = None) -> str:
-    """Transcript of speech (a 1-D wave at `sample_rate`, or a path) written by the Thinker, with `decoder` (default
-    the config's `asr_decoder`: joint = Thinker + Stage B's CTC prefix scores + character LM). Speech longer than
-    `transcribe_chunk_s` is cut at quiet points and transcribed piece by piece. A piece in which the Thinker, asked
-    greedily, hears no speech ("i hear no speech.") adds nothing: silence has an empty transcript."""
-    from muomni.audio import _chunk_bounds, wave_to_mel
-    decoder = decoder or self.cfg.asr_decoder
-    if decoder not in ("greedy", "joint"): raise ValueError(f"decoder must be greedy or joint, got {decoder!r}")
-    if decoder == "joint" and self.cfg.asr_target != "chars": decoder = "greedy"     # the joint decoder writes characters
-    wave = _wave(wave, sample_rate)
-    chunk = int(self.cfg.transcribe_chunk_s * 16000)
-    texts = []
-    for a, b in _chunk_bounds(wave, chunk, min(chunk // 4, 3 * 16000)):
-        piece = wave[a:b]
-        if piece.numel() < 400: continue
-        batch = self.prompt_batch([dict(text=PROMPTS["asr"], audio=piece)])
-        if decoder == "greedy":
-            said = answer_batch(self, batch, max_new_tokens or 2 * self.cfg.transcript_tokens)[0]
-            texts.append("" if is_no_speech(said) else said)
-            continue
-        if is_no_speech(answer_batch(self, batch, len(char_ids(self.tokenizer, HONEST_REPLIES["no_speech"])) + 1)[0]): continue
-        mel = wave_to_mel(piece)[None].to(self.device)
-        ctc = self.ctc_log_probs(mel, torch.tensor([mel.shape[1]], device=self.device))[0]
-        texts.append(joint_transcribe(self, batch, ctc, max_len=max_new_tokens))
-    return " ".join(t for t in texts if t)
-
-@patch
-def classify(self: Omni, image) -> str:
-    "Stage C's label for a picture: 'red circle' or 'digit 7'."
-    return self.vision.classify(image)
-
-@patch
-def speak(self: Omni, text: str, voice: str | None = None, stream: bool = False):
-    "(wave, sample_rate): `text` spoken by Stage D's Talker in `voice` (None: its default); `stream=True`: wave chunks (see `talker.speak`)."
-    if not isinstance(text, str) or not text.strip(): raise ValueError(f"nothing to speak: {text!r}")
-    if self.talker is None:
-        path = getattr(self, "talker_path", None)
-        if path is None: raise RuntimeError("this Omni has no Talker (Stage D was not trained when it was built)")
-        from muomni.talker import load_talker
-        codec = Path(path) / "codec"
-        self._talker[0] = load_talker(path, device=str(self.device), codec_dir=codec if codec.is_dir() else None)
-    from muomni.talker import speak
-    return speak(text, self.talker, voice=voice, stream=stream)
 
 # %% ../nbs/31_stage_e.ipynb #de2260ea
 def bench(cfg: OmniConfig, steps: int = 5) -> dict:

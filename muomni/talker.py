@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, pick_device,
+from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, shown_path, pick_device,
                          write_metrics, count_parameters, human, atomic_write, atomic_write_json, seed_everything, config_dict,
                          amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load, broadcast_,
                          dist_info, main_process_first, on_rank0)
@@ -1204,9 +1204,9 @@ def asr_judge(cfg: TalkerConfig):
     if f is None:
         print(f"round-trip judge: no Stage B checkpoint in {d}; not measured (asr_dir names another Stage B folder)")
         return None
-    print(f"round-trip judge: Stage B's {f}")
+    print(f"round-trip judge: Stage B's {shown_path(f)}")
     model = audio.load_audio_encoder(f)
-    return f"stage B ({f})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
+    return f"stage B ({shown_path(f)})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
 
 def codec_resynth(codec: RVQCodec, wave: torch.Tensor, voice: int = 0, vocoder: Vocoder | None = None) -> torch.Tensor:
     "espeak audio -> log-mel -> codes -> log-mel -> sound (vocoder, else Griffin-Lim): what the codec alone keeps of a recording."

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
@@ -20,11 +21,11 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'BOOK_PARAMS', 'ThinkerConfig', 'TextTokenizer', 'tokenizer_cache_path', 'train_tokenizer',
-           'rope_tables', 'apply_rope', 'KVCache', 'Attention', 'SwiGLU', 'MoE', 'Block', 'Thinker', 'param_breakdown',
-           'incremental_logits', 'sample_next', 'generate', 'complete', 'pack_weight', 'packed_matmul', 'FastDecoder',
-           'text_corpus', 'PackedText', 'stream_cache_path', 'token_stream', 'eval_windows', 'count_chars', 'text_nll',
-           'text_metrics', 'lm_loss', 'show_samples', 'train_documents', 'prepare_text', 'train_text', 'load_thinker',
-           'count_samples', 'read_bandwidth', 'decode_weight_bytes', 'bench']
+           'rope_tables', 'apply_rope', 'Attention', 'SwiGLU', 'MoE', 'Block', 'Thinker', 'param_breakdown', 'KVCache',
+           'incremental_logits', 'sample_next', 'generate', 'complete', 'text_corpus', 'PackedText',
+           'stream_cache_path', 'token_stream', 'eval_windows', 'count_chars', 'text_nll', 'text_metrics', 'lm_loss',
+           'show_samples', 'train_documents', 'prepare_text', 'train_text', 'load_thinker', 'count_samples',
+           'pack_weight', 'packed_matmul', 'FastDecoder', 'read_bandwidth', 'decode_weight_bytes', 'bench']
 
 # %% ../nbs/27_stage_a.ipynb #11fae109
 @register_config("thinker")
@@ -85,19 +86,23 @@ class TextTokenizer:
         if isinstance(ids, torch.Tensor): ids = ids.tolist()
         return self.tok.decode(list(ids), skip_special_tokens=skip_special)
 
-    def save(self, path) -> Path:
-        return atomic_write(path, lambda t: self.tok.save(str(t)))
-
-    @classmethod
-    def load(cls, path):
-        from tokenizers import Tokenizer
-        path = Path(path)
-        if path.is_dir(): path = path / "tokenizer.json"
-        if not path.exists(): raise FileNotFoundError(f"tokenizer not found: {path}")
-        return cls(Tokenizer.from_file(str(path)))
-
     def __len__(self): return self.vocab_size
     def __repr__(self): return f"TextTokenizer(vocab_size={self.vocab_size})"
+
+# %% ../nbs/27_stage_a.ipynb #32477961
+@patch
+def save(self: TextTokenizer, path) -> Path:
+    "Write the tokenizer (Hugging Face JSON) to `path`, atomically."
+    return atomic_write(path, lambda t: self.tok.save(str(t)))
+
+@patch(cls_method=True)
+def load(cls: TextTokenizer, path):
+    "A `TextTokenizer` from a tokenizer.json file, or from the folder that holds one."
+    from tokenizers import Tokenizer
+    path = Path(path)
+    if path.is_dir(): path = path / "tokenizer.json"
+    if not path.exists(): raise FileNotFoundError(f"tokenizer not found: {path}")
+    return cls(Tokenizer.from_file(str(path)))
 
 # %% ../nbs/27_stage_a.ipynb #108d50c5
 def _fingerprint(texts: list[str]) -> str:
@@ -110,6 +115,7 @@ def tokenizer_cache_path(texts: list[str], vocab_size: int, cache_dir) -> Path:
     key = hashlib.sha1(json.dumps([vocab_size, SPECIAL_TOKENS, _fingerprint(texts)]).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"bpe_{vocab_size}_{key}.json"
 
+# %% ../nbs/27_stage_a.ipynb #10bc09c5
 def train_tokenizer(texts: list[str], vocab_size: int, cache_dir=None) -> TextTokenizer:
     "Train (or load from `cache_dir`) a byte-level BPE with `vocab_size` tokens on `texts`."
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
@@ -141,26 +147,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 # %% ../nbs/27_stage_a.ipynb #6e1ed5d6
-class KVCache:
-    "Keys and values of past positions, one (k, v) pair per layer."
-    def __init__(self, n_layers: int):
-        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
-
-    @property
-    def length(self) -> int: return 0 if self.layers[0] is None else self.layers[0][0].shape[2]
-
-    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.layers[i] is not None:
-            pk, pv = self.layers[i]
-            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-        self.layers[i] = (k, v)
-        return k, v
-
-    def reorder(self, rows: torch.Tensor) -> "KVCache":
-        "Keep (and repeat) the batch rows `rows` of every layer: beam search follows its surviving hypotheses."
-        self.layers = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.layers]
-        return self
-
 class Attention(nn.Module):
     "Multi-head self-attention with RoPE and grouped key/value heads."
     def __init__(self, cfg: ThinkerConfig):
@@ -188,14 +174,16 @@ class Attention(nn.Module):
                                                enable_gqa=self.kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
-    def _decode_step(self, q, k, v, mask=None):
-        """Attention of one new query over the cache, with plain matmuls: on a CPU, SDPA's fused kernels cost
-        milliseconds of fixed overhead per call here (measured 1.7-15 ms vs 0.04 ms), which dominates generation."""
-        B, S, g = q.shape[0], k.shape[2], self.n_heads // self.kv_heads
-        q = q.view(B, self.kv_heads, g, 1, self.head_dim)
-        scores = (q @ k.unsqueeze(2).transpose(-1, -2)) * self.head_dim ** -0.5          # (B, kv, g, 1, S)
-        if mask is not None: scores = scores.masked_fill(~mask.view(B, 1, 1, 1, S), float("-inf"))
-        return (scores.float().softmax(-1).type_as(v) @ v.unsqueeze(2)).view(B, self.n_heads, 1, self.head_dim)
+# %% ../nbs/27_stage_a.ipynb #3d657b91
+@patch
+def _decode_step(self: Attention, q, k, v, mask=None):
+    """Attention of one new query over the cache, with plain matmuls: on a CPU, SDPA's fused kernels pay a fixed cost
+    per call that is large next to these few small products, and it would dominate generation."""
+    B, S, g = q.shape[0], k.shape[2], self.n_heads // self.kv_heads
+    q = q.view(B, self.kv_heads, g, 1, self.head_dim)
+    scores = (q @ k.unsqueeze(2).transpose(-1, -2)) * self.head_dim ** -0.5          # (B, kv, g, 1, S)
+    if mask is not None: scores = scores.masked_fill(~mask.view(B, 1, 1, 1, S), float("-inf"))
+    return (scores.float().softmax(-1).type_as(v) @ v.unsqueeze(2)).view(B, self.n_heads, 1, self.head_dim)
 
 # %% ../nbs/27_stage_a.ipynb #bdb59133
 class SwiGLU(nn.Module):
@@ -207,6 +195,7 @@ class SwiGLU(nn.Module):
 
     def forward(self, x): return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
+# %% ../nbs/27_stage_a.ipynb #d6ad2467
 class MoE(nn.Module):
     "Top-k routed SwiGLU experts; `aux_loss` holds the last load-balancing loss."
     def __init__(self, cfg: ThinkerConfig):
@@ -233,6 +222,7 @@ class MoE(nn.Module):
         self.aux_loss = n_exp * (frac * probs.mean(0)).sum()
         return out.view(shape)
 
+# %% ../nbs/27_stage_a.ipynb #6afbef4f
 class Block(nn.Module):
     def __init__(self, cfg: ThinkerConfig):
         super().__init__()
@@ -280,62 +270,72 @@ class Thinker(nn.Module):
         "Token embeddings (B, T, d_model) of ids (B, T)."
         return self.embed_tokens(ids)
 
-    def _mask(self, attention_mask, B, T, past, device):
-        "Boolean (B, 1, T, past + T) mask: causal, minus padded keys; None when plain causal attention does."
-        if attention_mask is None and (past == 0 or T == 1): return None
-        S = past + T
-        q_pos = torch.arange(past, S, device=device)[:, None]
-        k_pos = torch.arange(S, device=device)[None, :]
-        mask = (k_pos <= q_pos)[None, None].expand(B, 1, T, S)
-        if attention_mask is not None:
-            # every query keeps itself, so fully padded rows stay finite
-            mask = mask & (attention_mask[:, None, None, :S].bool() | (k_pos == q_pos)[None, None])
-        return mask
+# %% ../nbs/27_stage_a.ipynb #0d7e8a95
+@patch
+def _mask(self: Thinker, attention_mask, B, T, past, device):
+    "Boolean (B, 1, T, past + T) mask: causal, minus padded keys; None when plain causal attention does."
+    if attention_mask is None and (past == 0 or T == 1): return None
+    S = past + T
+    q_pos = torch.arange(past, S, device=device)[:, None]
+    k_pos = torch.arange(S, device=device)[None, :]
+    mask = (k_pos <= q_pos)[None, None].expand(B, 1, T, S)
+    if attention_mask is not None:
+        # every query keeps itself, so fully padded rows stay finite
+        mask = mask & (attention_mask[:, None, None, :S].bool() | (k_pos == q_pos)[None, None])
+    return mask
 
-    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                cache: KVCache | None = None, return_hidden: bool = False, last_only: bool = False,
-                logits_at: torch.Tensor | None = None):
-        """Logits (B, T, vocab) for `input_ids` (B, T) or `inputs_embeds` (B, T, d_model).
-        `attention_mask` (B, past + T): 1 for real tokens, 0 for padding. `return_hidden` also returns the final
-        normed hidden states; `last_only` computes logits for the last position only (generation); `logits_at`, a
-        (B, T) boolean mask, only at those positions, as (N, vocab) in row order (a loss that scores a few tokens)."""
-        if (input_ids is None) == (inputs_embeds is None): raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        if input_ids is not None:
-            if input_ids.dim() != 2: raise ValueError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
-            if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
-                raise TypeError(f"input_ids must be integer token ids, got {input_ids.dtype}")
-            if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.cfg.vocab_size):
-                raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range "
-                                 f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-            x = self.embed_tokens(input_ids)
-        else:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.cfg.d_model:
-                raise ValueError(f"inputs_embeds must be (batch, time, {self.cfg.d_model}), got {tuple(inputs_embeds.shape)}")
-            x = inputs_embeds
-        B, T, _ = x.shape
-        past = cache.length if cache is not None else 0
-        if attention_mask is not None and attention_mask.shape != (B, past + T):
-            raise ValueError(f"attention_mask must be (batch, past + time) = {(B, past + T)}, got {tuple(attention_mask.shape)}")
-        if position_ids is None:
-            if attention_mask is not None: position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-            else: position_ids = torch.arange(past, past + T, device=x.device)[None]
-        self._extend_rope(int(position_ids.max()) + 1 if position_ids.numel() else 1, device=x.device)
-        cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
-        mask = self._mask(attention_mask, B, T, past, x.device)
-        for i, block in enumerate(self.blocks):
-            if self.cfg.grad_checkpointing and self.training and cache is None and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, i, use_reentrant=False)
-            else: x = block(x, cos, sin, mask, cache, i)
-        h = self.norm(x)
-        logits = self.lm_head(h[logits_at] if logits_at is not None else h[:, -1:] if last_only else h)
-        return (logits, h) if return_hidden else logits
+# %% ../nbs/27_stage_a.ipynb #5986a700
+@patch
+def _embed_inputs(self: Thinker, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+    "(B, T, d_model) vectors from exactly one of token ids (checked: (B, T), integer, inside the vocabulary) or embeddings."
+    if (input_ids is None) == (inputs_embeds is None): raise ValueError("pass exactly one of input_ids or inputs_embeds")
+    if input_ids is not None:
+        if input_ids.dim() != 2: raise ValueError(f"input_ids must be (batch, time), got shape {tuple(input_ids.shape)}")
+        if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+            raise TypeError(f"input_ids must be integer token ids, got {input_ids.dtype}")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.cfg.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.cfg.vocab_size}), got range "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}]")
+        return self.embed_tokens(input_ids)
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.cfg.d_model:
+        raise ValueError(f"inputs_embeds must be (batch, time, {self.cfg.d_model}), got {tuple(inputs_embeds.shape)}")
+    return inputs_embeds
 
-    @property
-    def aux_loss(self) -> torch.Tensor:
-        "The summed MoE load-balancing loss of the last forward pass (0 without MoE)."
-        if not self.cfg.use_moe: return torch.zeros((), device=self.lm_head.weight.device)
-        return sum(b.ffn.aux_loss for b in self.blocks) / len(self.blocks)
+# %% ../nbs/27_stage_a.ipynb #d85311b3
+@patch
+def forward(self: Thinker, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+            attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+            cache: KVCache | None = None, return_hidden: bool = False, last_only: bool = False,
+            logits_at: torch.Tensor | None = None):
+    """Logits (B, T, vocab) for `input_ids` (B, T) or `inputs_embeds` (B, T, d_model).
+    `attention_mask` (B, past + T): 1 for real tokens, 0 for padding. `return_hidden` also returns the final
+    normed hidden states; `last_only` computes logits for the last position only (generation); `logits_at`, a
+    (B, T) boolean mask, only at those positions, as (N, vocab) in row order (a loss that scores a few tokens)."""
+    x = self._embed_inputs(input_ids, inputs_embeds)
+    B, T, _ = x.shape
+    past = cache.length if cache is not None else 0
+    if attention_mask is not None and attention_mask.shape != (B, past + T):
+        raise ValueError(f"attention_mask must be (batch, past + time) = {(B, past + T)}, got {tuple(attention_mask.shape)}")
+    if position_ids is None:
+        if attention_mask is not None: position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
+        else: position_ids = torch.arange(past, past + T, device=x.device)[None]
+    self._extend_rope(int(position_ids.max()) + 1 if position_ids.numel() else 1, device=x.device)
+    cos, sin = self.rope_cos[position_ids][:, None], self.rope_sin[position_ids][:, None]
+    mask = self._mask(attention_mask, B, T, past, x.device)
+    for i, block in enumerate(self.blocks):
+        if self.cfg.grad_checkpointing and self.training and cache is None and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, None, i, use_reentrant=False)
+        else: x = block(x, cos, sin, mask, cache, i)
+    h = self.norm(x)
+    logits = self.lm_head(h[logits_at] if logits_at is not None else h[:, -1:] if last_only else h)
+    return (logits, h) if return_hidden else logits
+
+# %% ../nbs/27_stage_a.ipynb #d0e93b1d
+@patch(as_prop=True)
+def aux_loss(self: Thinker) -> torch.Tensor:
+    "The summed MoE load-balancing loss of the last forward pass (0 without MoE)."
+    if not self.cfg.use_moe: return torch.zeros((), device=self.lm_head.weight.device)
+    return sum(b.ffn.aux_loss for b in self.blocks) / len(self.blocks)
 
 # %% ../nbs/27_stage_a.ipynb #4a4b9fdd
 BOOK_PARAMS = dict(thinker=20.32e6)
@@ -351,6 +351,27 @@ def param_breakdown(model: Thinker) -> dict[str, int]:
                  lm_head=0 if model.cfg.tie_embeddings else model.lm_head.weight.numel())
     parts["total"] = sum(parts.values())
     return parts
+
+# %% ../nbs/27_stage_a.ipynb #f0b169d0
+class KVCache:
+    "Keys and values of past positions, one (k, v) pair per layer."
+    def __init__(self, n_layers: int):
+        self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
+
+    @property
+    def length(self) -> int: return 0 if self.layers[0] is None else self.layers[0][0].shape[2]
+
+    def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.layers[i] is not None:
+            pk, pv = self.layers[i]
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        self.layers[i] = (k, v)
+        return k, v
+
+    def reorder(self, rows: torch.Tensor) -> "KVCache":
+        "Keep (and repeat) the batch rows `rows` of every layer: beam search follows its surviving hypotheses."
+        self.layers = [None if kv is None else (kv[0].index_select(0, rows), kv[1].index_select(0, rows)) for kv in self.layers]
+        return self
 
 # %% ../nbs/27_stage_a.ipynb #68c28f49
 @torch.no_grad()
@@ -379,6 +400,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
         logits = logits.masked_fill(drop.scatter(-1, order, drop), -math.inf)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
+# %% ../nbs/27_stage_a.ipynb #64563cfd
 @torch.no_grad()
 def generate(model: Thinker, input_ids: torch.Tensor | None = None, max_new_tokens: int = 64, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, eos_id: int | None = None, stream=None, inputs_embeds=None,
@@ -419,6 +441,7 @@ def generate(model: Thinker, input_ids: torch.Tensor | None = None, max_new_toke
     model.train(was_training)
     return torch.stack(new, 1) if new else torch.zeros(B, 0, dtype=torch.long, device=dev)
 
+# %% ../nbs/27_stage_a.ipynb #4d523a59
 def complete(model: Thinker, tokenizer: TextTokenizer, prompt: str, max_new_tokens: int = 64, stream_text=None, **kw) -> str:
     "The text the model writes after `prompt` (stops at end of sequence); `stream_text(piece)` sees it as it comes."
     dev = next(model.parameters()).device
@@ -434,88 +457,6 @@ def complete(model: Thinker, tokenizer: TextTokenizer, prompt: str, max_new_toke
     new = generate(model, ids, max_new_tokens, eos_id=tokenizer.eos_id, stream=on_token, **kw)
     return tokenizer.decode(new[0], skip_special=True)
 
-# %% ../nbs/27_stage_a.ipynb #fa57dec0
-def pack_weight(w: torch.Tensor, weights: str = "float32"):
-    "A (out, in) weight as `FastDecoder` keeps it: float32, bf16, or (int8 matrix, bf16 scale per output row)."
-    w = w.detach().float()
-    if weights == "float32": return w.contiguous()
-    if weights == "bf16": return w.to(torch.bfloat16).contiguous()
-    scale = w.abs().amax(1).clamp_min(1e-12) / 127
-    return (w / scale[:, None]).round().to(torch.int8).contiguous(), scale.to(torch.bfloat16)
-
-def packed_matmul(x: torch.Tensor, w) -> torch.Tensor:
-    "x (..., in) times a packed weight, transposed, as float32 (int8: PyTorch's weight-only int8 kernel)."
-    if isinstance(w, tuple):
-        y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), *w)
-        return y.view(*x.shape[:-1], -1).float()
-    return F.linear(x.to(w.dtype), w).float()
-
-class FastDecoder:
-    "Fast batch generation with a trained dense Thinker: see above. Prompts start at position 0, without padding."
-    def __init__(self, model: Thinker, weights: str = "float32", max_len: int = 2048):
-        cfg = model.cfg
-        if weights not in ("float32", "bf16", "int8"): raise ValueError(f"weights must be float32, bf16 or int8, got {weights!r}")
-        if cfg.use_moe: raise NotImplementedError("FastDecoder runs dense Thinkers; use generate for a mixture of experts")
-        self.cfg, self.weights, self.max_len, self.hd = cfg, weights, max_len, cfg.d_model // cfg.n_heads
-        pack = lambda *linears: pack_weight(torch.cat([m.weight for m in linears]), weights)
-        self.layers = [dict(norm1=b.attn_norm.weight.detach().float(), qkv=pack(b.attn.wq, b.attn.wk, b.attn.wv),
-                            wo=pack(b.attn.wo), norm2=b.ffn_norm.weight.detach().float(), w13=pack(b.ffn.w1, b.ffn.w3),
-                            w2=pack(b.ffn.w2)) for b in model.blocks]
-        self.embed, self.norm = model.embed_tokens.weight.detach().float(), model.norm.weight.detach().float()
-        self.head = pack(model.lm_head)
-        self.cos, self.sin = rope_tables(self.hd, max_len, cfg.rope_theta, device=self.embed.device)
-        self.keys = self.values = []
-
-    def _block(self, x: torch.Tensor, L: dict, i: int, pos: int) -> torch.Tensor:
-        B, T, d = x.shape
-        H, KV, hd, S, eps = self.cfg.n_heads, self.cfg.kv_groups, self.hd, pos + T, self.cfg.norm_eps
-        qkv = packed_matmul(F.rms_norm(x, (d,), L["norm1"], eps), L["qkv"])
-        qk = apply_rope(qkv[..., :d + KV * hd].view(B, T, H + KV, hd).transpose(1, 2), self.cos[pos:S], self.sin[pos:S])
-        self.keys[i][:, :, pos:S] = qk[:, H:]
-        self.values[i][:, :, pos:S] = qkv[..., d + KV * hd:].view(B, T, KV, hd).transpose(1, 2)
-        q, K, V = qk[:, :H], self.keys[i][:, :, :S], self.values[i][:, :, :S]
-        if T == 1:                   # one new token: each key/value head's group of query heads in one matmul
-            p = ((q.reshape(B, KV, H // KV, hd) @ K.transpose(-1, -2)) * hd ** -0.5).softmax(-1)
-            y = (p @ V).view(B, 1, d)
-        else:
-            causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(pos)
-            y = F.scaled_dot_product_attention(q, K, V, attn_mask=causal, enable_gqa=KV != H).transpose(1, 2).reshape(B, T, d)
-        x = x + packed_matmul(y, L["wo"])
-        a, b = packed_matmul(F.rms_norm(x, (d,), L["norm2"], eps), L["w13"]).chunk(2, -1)
-        return x + packed_matmul(F.silu(a) * b, L["w2"])
-
-    @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, pos: int = 0, last_only: bool = True) -> torch.Tensor:
-        "Logits (B, 1 or T, vocab) of `ids` (B, T) at positions pos .. pos+T-1; their keys and values go into the cache."
-        B, T = ids.shape
-        if pos + T > self.max_len: raise ValueError(f"{pos + T} positions do not fit max_len={self.max_len}")
-        if pos == 0:                 # a new sequence: fresh cache
-            shape = (B, self.cfg.kv_groups, self.max_len, self.hd)
-            self.keys = [self.embed.new_empty(shape) for _ in self.layers]
-            self.values = [self.embed.new_empty(shape) for _ in self.layers]
-        x = self.embed[ids]
-        for i, L in enumerate(self.layers): x = self._block(x, L, i, pos)
-        return packed_matmul(F.rms_norm(x[:, -1:] if last_only else x, (x.shape[-1],), self.norm, self.cfg.norm_eps), self.head)
-
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, eos_id: int | None = None, stream=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        "New token ids (B, n <= max_new_tokens) after `input_ids`, as `generate` returns them."
-        if input_ids.dim() == 1: input_ids = input_ids[None]
-        B, T = input_ids.shape
-        if T + max_new_tokens - 1 > self.max_len:
-            raise ValueError(f"a {T}-token prompt and {max_new_tokens} new tokens do not fit max_len={self.max_len}")
-        logits, done, new = self.forward(input_ids.to(self.embed.device))[:, -1], None, []
-        for t in range(max_new_tokens):
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)
-            if eos_id is not None:
-                nxt = nxt if done is None else torch.where(done, torch.full_like(nxt, eos_id), nxt)
-                done = nxt == eos_id if done is None else done | (nxt == eos_id)
-            new.append(nxt)
-            if stream is not None: stream(nxt[0].item() if B == 1 else nxt.tolist())
-            if (eos_id is not None and bool(done.all())) or t + 1 == max_new_tokens: break
-            logits = self.forward(nxt[:, None], T + t)[:, -1]
-        return torch.stack(new, 1) if new else torch.zeros(B, 0, dtype=torch.long, device=self.embed.device)
-
 # %% ../nbs/27_stage_a.ipynb #32f028d3
 def text_corpus(cfg: ThinkerConfig) -> dict[str, list[str]]:
     "{'train': [...], 'test': [...]}: the split registry's works (`muomni.data.registry_texts`); test works are never trained on."
@@ -530,6 +471,7 @@ class PackedText(torch.utils.data.Dataset):
     def __len__(self): return (len(self.ids) - 1) // self.ctx_len
     def __getitem__(self, i): return self.ids[i * self.ctx_len: i * self.ctx_len + self.ctx_len + 1].long()
 
+# %% ../nbs/27_stage_a.ipynb #c691369f
 def stream_cache_path(tokenizer: TextTokenizer, docs: list[str], cache_dir) -> Path:
     "Where `token_stream` caches the token stream of `docs` under `tokenizer`."
     key = hashlib.sha1((tokenizer.tok.to_str() + _fingerprint(docs)).encode()).hexdigest()[:16]
@@ -563,6 +505,7 @@ def count_chars(tokenizer: TextTokenizer, windows: torch.Tensor) -> int:
         total += len(tokenizer.decode(tgt, skip_special=True)) + sum(t in tokenizer.special_ids.values() for t in tgt)
     return total
 
+# %% ../nbs/27_stage_a.ipynb #87cdcdcc
 @torch.no_grad()
 def text_nll(model: Thinker, windows: torch.Tensor, batch_size: int = 16) -> tuple[float, int]:
     "(total NLL in nats, number of target tokens) over the windows."
@@ -596,6 +539,7 @@ def show_samples(model, tokenizer, prompts, n_tokens: int, seed: int = 0) -> lis
         print(f"  {p!r} -> {text!r}")
     return outs
 
+# %% ../nbs/27_stage_a.ipynb #75a68481
 def train_documents(cfg: ThinkerConfig, docs: dict) -> list[str]:
     "The training documents `cfg` uses: all of them, or a prefix of each when `max_train_chars` caps the text."
     train = docs["train"]
@@ -610,6 +554,7 @@ def prepare_text(cfg: ThinkerConfig):
     tok = train_tokenizer(train, cfg.vocab_size, cache)
     return tok, token_stream(tok, train, cache), token_stream(tok, docs["test"], cache)
 
+# %% ../nbs/27_stage_a.ipynb #26d05530
 def train_text(cfg: ThinkerConfig, plot: bool = True) -> dict:
     "Stage A: train the tokenizer and the Thinker on `cfg`; return (and write) the held-out metrics."
     t0 = time.time()
@@ -682,6 +627,93 @@ def count_samples(cfg: ThinkerConfig) -> int:
     n_tokens = len(torch.load(stream_file, weights_only=True, mmap=True))
     return max(0, (n_tokens - 1) // cfg.ctx_len)
 
+# %% ../nbs/27_stage_a.ipynb #fa57dec0
+def pack_weight(w: torch.Tensor, weights: str = "float32"):
+    "A (out, in) weight as `FastDecoder` keeps it: float32, bf16, or (int8 matrix, bf16 scale per output row)."
+    w = w.detach().float()
+    if weights == "float32": return w.contiguous()
+    if weights == "bf16": return w.to(torch.bfloat16).contiguous()
+    scale = w.abs().amax(1).clamp_min(1e-12) / 127
+    return (w / scale[:, None]).round().to(torch.int8).contiguous(), scale.to(torch.bfloat16)
+
+def packed_matmul(x: torch.Tensor, w) -> torch.Tensor:
+    "x (..., in) times a packed weight, transposed, as float32 (int8: PyTorch's weight-only int8 kernel)."
+    if isinstance(w, tuple):
+        y = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]).to(torch.bfloat16), *w)
+        return y.view(*x.shape[:-1], -1).float()
+    return F.linear(x.to(w.dtype), w).float()
+
+# %% ../nbs/27_stage_a.ipynb #92f6a828
+class FastDecoder:
+    "Fast batch generation with a trained dense Thinker: see above. Prompts start at position 0, without padding."
+    def __init__(self, model: Thinker, weights: str = "float32", max_len: int = 2048):
+        cfg = model.cfg
+        if weights not in ("float32", "bf16", "int8"): raise ValueError(f"weights must be float32, bf16 or int8, got {weights!r}")
+        if cfg.use_moe: raise NotImplementedError("FastDecoder runs dense Thinkers; use generate for a mixture of experts")
+        self.cfg, self.weights, self.max_len, self.hd = cfg, weights, max_len, cfg.d_model // cfg.n_heads
+        pack = lambda *linears: pack_weight(torch.cat([m.weight for m in linears]), weights)
+        self.layers = [dict(norm1=b.attn_norm.weight.detach().float(), qkv=pack(b.attn.wq, b.attn.wk, b.attn.wv),
+                            wo=pack(b.attn.wo), norm2=b.ffn_norm.weight.detach().float(), w13=pack(b.ffn.w1, b.ffn.w3),
+                            w2=pack(b.ffn.w2)) for b in model.blocks]
+        self.embed, self.norm = model.embed_tokens.weight.detach().float(), model.norm.weight.detach().float()
+        self.head = pack(model.lm_head)
+        self.cos, self.sin = rope_tables(self.hd, max_len, cfg.rope_theta, device=self.embed.device)
+        self.keys = self.values = []
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, pos: int = 0, last_only: bool = True) -> torch.Tensor:
+        "Logits (B, 1 or T, vocab) of `ids` (B, T) at positions pos .. pos+T-1; their keys and values go into the cache."
+        B, T = ids.shape
+        if pos + T > self.max_len: raise ValueError(f"{pos + T} positions do not fit max_len={self.max_len}")
+        if pos == 0:                 # a new sequence: fresh cache
+            shape = (B, self.cfg.kv_groups, self.max_len, self.hd)
+            self.keys = [self.embed.new_empty(shape) for _ in self.layers]
+            self.values = [self.embed.new_empty(shape) for _ in self.layers]
+        x = self.embed[ids]
+        for i, L in enumerate(self.layers): x = self._block(x, L, i, pos)
+        return packed_matmul(F.rms_norm(x[:, -1:] if last_only else x, (x.shape[-1],), self.norm, self.cfg.norm_eps), self.head)
+
+# %% ../nbs/27_stage_a.ipynb #6a72a73a
+@patch
+def _block(self: FastDecoder, x: torch.Tensor, L: dict, i: int, pos: int) -> torch.Tensor:
+    B, T, d = x.shape
+    H, KV, hd, S, eps = self.cfg.n_heads, self.cfg.kv_groups, self.hd, pos + T, self.cfg.norm_eps
+    qkv = packed_matmul(F.rms_norm(x, (d,), L["norm1"], eps), L["qkv"])
+    qk = apply_rope(qkv[..., :d + KV * hd].view(B, T, H + KV, hd).transpose(1, 2), self.cos[pos:S], self.sin[pos:S])
+    self.keys[i][:, :, pos:S] = qk[:, H:]
+    self.values[i][:, :, pos:S] = qkv[..., d + KV * hd:].view(B, T, KV, hd).transpose(1, 2)
+    q, K, V = qk[:, :H], self.keys[i][:, :, :S], self.values[i][:, :, :S]
+    if T == 1:                   # one new token: each key/value head's group of query heads in one matmul
+        p = ((q.reshape(B, KV, H // KV, hd) @ K.transpose(-1, -2)) * hd ** -0.5).softmax(-1)
+        y = (p @ V).view(B, 1, d)
+    else:
+        causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(pos)
+        y = F.scaled_dot_product_attention(q, K, V, attn_mask=causal, enable_gqa=KV != H).transpose(1, 2).reshape(B, T, d)
+    x = x + packed_matmul(y, L["wo"])
+    a, b = packed_matmul(F.rms_norm(x, (d,), L["norm2"], eps), L["w13"]).chunk(2, -1)
+    return x + packed_matmul(F.silu(a) * b, L["w2"])
+
+# %% ../nbs/27_stage_a.ipynb #4ed3977b
+@patch
+def generate(self: FastDecoder, input_ids: torch.Tensor, max_new_tokens: int = 64, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, eos_id: int | None = None, stream=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    "New token ids (B, n <= max_new_tokens) after `input_ids`, as `generate` returns them."
+    if input_ids.dim() == 1: input_ids = input_ids[None]
+    B, T = input_ids.shape
+    if T + max_new_tokens - 1 > self.max_len:
+        raise ValueError(f"a {T}-token prompt and {max_new_tokens} new tokens do not fit max_len={self.max_len}")
+    logits, done, new = self.forward(input_ids.to(self.embed.device))[:, -1], None, []
+    for t in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            nxt = nxt if done is None else torch.where(done, torch.full_like(nxt, eos_id), nxt)
+            done = nxt == eos_id if done is None else done | (nxt == eos_id)
+        new.append(nxt)
+        if stream is not None: stream(nxt[0].item() if B == 1 else nxt.tolist())
+        if (eos_id is not None and bool(done.all())) or t + 1 == max_new_tokens: break
+        logits = self.forward(nxt[:, None], T + t)[:, -1]
+    return torch.stack(new, 1) if new else torch.zeros(B, 0, dtype=torch.long, device=self.embed.device)
+
 # %% ../nbs/27_stage_a.ipynb #ef65eae1
 def read_bandwidth(device: torch.device | str = "cpu", megabytes: int = 256, repeats: int = 3) -> float:
     "Bytes per second this machine reads from memory: a sum over a tensor larger than any cache (best of `repeats`)."
@@ -696,6 +728,7 @@ def decode_weight_bytes(model: Thinker) -> dict:
     n = count_parameters(model) - model.embed_tokens.weight.numel() * (not model.cfg.tie_embeddings)
     return dict(float32=4 * n, bf16=2 * n, int8=n)
 
+# %% ../nbs/27_stage_a.ipynb #df57a59b
 def bench(cfg: ThinkerConfig, train_steps: int = 5, gen_tokens: int = 256, prompt_tokens: int = 16, batch_size: int = 8,
           train_len: int = 256, repeats: int = 3) -> dict:
     """Training tokens/s (`batch_size` x min(`train_len`, ctx_len), in bf16 where the CPU has bf16 units) and

@@ -149,3 +149,10 @@ def test_unwritable_save_dir_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(PermissionError, match="cannot create folder"):
         train_demo(demo_cfg(tmp_path, save_dir=str(tmp_path / "afile" / "run")))
+
+
+def test_shown_path_hides_the_home_folder(tmp_path, monkeypatch):
+    from muomni.core import shown_path, project_root
+    inside = project_root() / "checkpoints" / "audio_encoder_laptop" / "final.pt"
+    assert shown_path(inside) == "checkpoints/audio_encoder_laptop/final.pt"
+    assert shown_path(tmp_path / "x.pt") == str(tmp_path / "x.pt")      # outside the home folder: shown whole
