@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=None, help=f"Stage E save folder or an exported folder ({newest})")
     p.add_argument("--text", default=None); p.add_argument("--image", default=None); p.add_argument("--audio", default=None)
     p.add_argument("--speak", default=None, metavar="OUT.wav", help="also speak the answer into this file")
+    p.add_argument("--voice", default=None, help="the voice of --speak, one the Talker learned (e.g. en-us+f3; default: its own)")
     p.add_argument("--interactive", "-i", action="store_true", help="keep chatting after the first answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     p.add_argument("--top_k", "--top-k", type=int, default=0); p.add_argument("--top_p", "--top-p", type=float, default=1.0)

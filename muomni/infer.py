@@ -177,6 +177,7 @@ def export_tensors(omni: Omni) -> tuple[dict, dict]:
     "({name: tensor} of every weight, prefixed omni./talker./codec.; {alias: name} for tensors stored under one name)."
     parts = dict(omni=omni)
     if (t := talker_of(omni)) is not None: parts.update(talker=t, codec=t.codec)
+    if t is not None and getattr(t, "vocoder", None) is not None: parts.update(vocoder=t.vocoder)
     tensors, tied, seen = {}, {}, {}
     for prefix, module in parts.items():
         for k, v in module.state_dict().items():
@@ -202,7 +203,8 @@ def export_config(omni: Omni, tied: dict, sha256: str) -> dict:
                 omni=config_dict(omni.cfg), thinker=config_dict(omni.thinker.cfg), vision=config_dict(omni.vision.cfg),
                 audio=config_dict(omni.audio.cfg),
                 talker=None if t is None else dict(config=config_dict(t.cfg), phones=list(t.phones),
-                                                   codec=config_dict(t.codec.cfg)),
+                                                   codec=config_dict(t.codec.cfg),
+                                                   vocoder=config_dict(t.vocoder.cfg) if getattr(t, "vocoder", None) is not None else None),
                 tokenizer=TOKENIZER, weights=WEIGHTS, sha256=sha256, tied=tied,
                 char_lm=CHAR_LM if omni.char_lm is not None else None)
 
@@ -329,9 +331,11 @@ def load_exported(out_dir, device: str = "auto") -> Omni:
         codec = T.RVQCodec(_config(conf, "talker", where, "codec"))
         load_part(talker, "talker", tensors, d / conf["weights"])
         load_part(codec, "codec", tensors, d / conf["weights"])
+        vocoder = T.Vocoder(_config(conf, "talker", where, "vocoder")) if conf["talker"].get("vocoder") else None
+        if vocoder is not None: load_part(vocoder, "vocoder", tensors, d / conf["weights"])
     dev = pick_device(device)
     omni = omni.to(dev).eval()
-    if talker is not None: omni._talker[0] = T.attach_codec(talker.to(dev).eval(), codec)
+    if talker is not None: omni._talker[0] = T.attach_vocoder(T.attach_codec(talker.to(dev).eval(), codec), vocoder)
     omni.talker_path, omni.export_dir = None, d
     return omni
 
@@ -376,11 +380,15 @@ def chat_main(args) -> str | list[str]:
     omni = load_model(args.ckpt, device=getattr(args, "device", None) or "auto")
     if speak is not None and not has_talker(omni):
         raise ValueError(f"--speak needs a Talker, and the model in {args.ckpt} has none (train Stage D, then Stage E)")
+    voice = getattr(args, "voice", None)
+    if voice is not None:
+        if speak is None: raise ValueError("--voice picks the voice of --speak: give --speak OUT.wav too")
+        talker_of(omni).voice_index(voice)                      # an unknown voice fails now, naming the known ones
     session = ChatSession(omni, **sampling)
     def say(answer: str, turn: int | None) -> None:
         print(answer, flush=True)
         if speak is not None:
-            f = write_wave(_speak_path(speak, turn), *omni.speak(answer)) if answer.strip() else None
+            f = write_wave(_speak_path(speak, turn), *omni.speak(answer, voice=voice)) if answer.strip() else None
             print(f"(spoken answer: {f})" if f else "(empty answer: nothing to speak)", file=sys.stderr)
     if not (getattr(args, "interactive", False) or not (args.text or image is not None or audio is not None)):
         answer = session.ask(args.text, image, audio)

@@ -1043,8 +1043,8 @@ def classify(self: Omni, image) -> str:
     return self.vision.classify(image)
 
 @patch
-def speak(self: Omni, text: str) -> tuple[torch.Tensor, int]:
-    "(wave, sample_rate): `text` spoken by Stage D's Talker."
+def speak(self: Omni, text: str, voice: str | None = None, stream: bool = False):
+    "(wave, sample_rate): `text` spoken by Stage D's Talker in `voice` (None: its default); `stream=True`: wave chunks (see `talker.speak`)."
     if not isinstance(text, str) or not text.strip(): raise ValueError(f"nothing to speak: {text!r}")
     if self.talker is None:
         path = getattr(self, "talker_path", None)
@@ -1053,7 +1053,7 @@ def speak(self: Omni, text: str) -> tuple[torch.Tensor, int]:
         codec = Path(path) / "codec"
         self._talker[0] = load_talker(path, device=str(self.device), codec_dir=codec if codec.is_dir() else None)
     from muomni.talker import speak
-    return speak(text, self.talker)
+    return speak(text, self.talker, voice=voice, stream=stream)
 
 # %% ../nbs/31_stage_e.ipynb #68dad207
 def _copy_files(src: Path, dst: Path) -> None:
@@ -1073,6 +1073,9 @@ def _talker_copy(talker, talker_path, save_dir) -> str | None:
     _copy_files(src, dst)
     codec_dir = resolve_path(getattr(getattr(talker, "cfg", None), "codec_dir", "") or src / "codec")
     if codec_dir.is_dir(): _copy_files(codec_dir, dst / "codec")
+    if getattr(talker, "vocoder", None) is not None:             # the vocoder it speaks with (load_talker looks there first)
+        vocoder_dir = src / "vocoder" if (src / "vocoder").is_dir() else resolve_path(talker.cfg.vocoder_dir)
+        if vocoder_dir.is_dir(): _copy_files(vocoder_dir, dst / "vocoder")
     return "talker"
 
 # %% ../nbs/31_stage_e.ipynb #34356cba

@@ -72,6 +72,11 @@ def test_export_then_chat(cli, tmp_path):
     a1 = omni.chat(QUESTIONS[0], image=PIC, max_new_tokens=6)
     assert a1.strip(), "the demo model must say something, or speech is not checked"
     assert r.stdout == a1 + "\n" and (tmp_path / "said.wav").exists()
+    said = ["chat", "--ckpt", tmp_path / "exp", "--text", QUESTIONS[0], "--max_new_tokens", "6", "--device", "cpu", "--speak"]
+    r = cli(*said, tmp_path / "f3.wav", "--voice", "en-us+f3")                   # another of the Talker's voices
+    assert r.returncode == 0 and (tmp_path / "f3.wav").exists(), r.stderr[-2000:]
+    r = cli(*said, tmp_path / "xx.wav", "--voice", "en-xx")
+    assert r.returncode == 2 and "this Talker speaks" in r.stderr and not (tmp_path / "xx.wav").exists()
     r = subprocess.run([str(BIN / "muomni"), "chat", "--ckpt", str(tmp_path / "exp"), "--max-new-tokens", "6", "--device", "cpu"],
                        input=f"/image {tmp_path / 'pic.png'}\n{QUESTIONS[0]}\n{QUESTIONS[1]}\n", capture_output=True, text=True,
                        timeout=300)

@@ -117,15 +117,19 @@ def one(tmp_path_factory):
         if stage not in runs:
             command, args = stage_args(stage, parts_for(stage, get))
             save = root / stage
-            if stage == "D": args += ["--set", f"codec_dir={root / 'D_codec'}"]
+            if stage == "D": args += d_folders(root)
             runs[stage] = (save, run_here(command, save, *args))
         return runs[stage]
     return get
 
 def two_args(stage: str, one, save: Path) -> tuple[str, list]:
     command, args = stage_args(stage, parts_for(stage, one))
-    if stage == "D": args += ["--set", f"codec_dir={save.parent / 'D_codec'}"]
+    if stage == "D": args += d_folders(save.parent)
     return command, args
+
+def d_folders(root: Path) -> list[str]:
+    "Stage D's codec and vocoder runs write beside its Talker, in the test's own folder."
+    return ["--set", f"codec_dir={root / 'D_codec'}", "--set", f"vocoder_dir={root / 'D_vocoder'}"]
 
 # --- one test per stage -----------------------------------------------------------------------------------------------
 def test_stage_a_ddp(tmp_path, one):
@@ -165,11 +169,13 @@ def test_stage_c(tmp_path, one):
     assert_close_metrics(ref_m, m, ["loss"], rel=0.05)
 
 def test_stage_d(tmp_path, one):
-    "Codec then Talker, each resumed; restarted codes are rank 0's on both ranks (or the replica check fails)."
+    """Codec, vocoder, Talker (resumed) and voice classifier; restarted codes are rank 0's on both ranks, and the
+    vocoder's replicas agree (the Trainer's replica check raises otherwise)."""
     ref, ref_m = one("D")
     command, args = two_args("D", one, tmp_path / "D")
     m = run_two(command, tmp_path / "D", STEPS["D"] // 2, *args)
-    assert_one_set(tmp_path / "D_codec")
+    for part in ("D_codec", "D_vocoder", "D/voice_id"): assert_one_set(tmp_path / part)
+    assert m["vocoder"] == "vocoder" and m["vocoder_steps"] == ref_m["vocoder_steps"]
     # not the same weights: the codec's first codes are latents drawn from one batch, here from rank 0's half of it
     # (then every rank's), and the Talker learns those codes
     assert_close_metrics(ref_m, m, ["recon_mse", "recon_mse_logmel"], rel=0.02)

@@ -70,6 +70,21 @@ def test_export_round_trip_same_logits_and_answers(omni, speech, tmp_path):
     assert torch.equal(back.speak("red")[0], omni.speak("red")[0])
 
 
+def test_export_carries_the_vocoder_and_the_voices(omni, tmp_path):
+    "A Talker with a vocoder exports it too; the loaded model says the same waves, in each voice."
+    from muomni import talker as T
+    torch.manual_seed(0)
+    vocoder = T.Vocoder(T.VocoderConfig(kind="vocoder", channels=16, blocks=1)).eval()
+    T.attach_vocoder(omni.talker, vocoder)
+    try:
+        back = I.load_exported(I.export_model(omni, tmp_path / "exp"), device="cpu")
+        assert back.talker.vocoder is not None and same_weights(back.talker.vocoder, vocoder)
+        for voice in (None, "en-us+f3"):
+            torch.testing.assert_close(back.speak("a red star", voice=voice)[0], omni.speak("a red star", voice=voice)[0])
+        with pytest.raises(ValueError, match="this Talker speaks"): back.speak("a red star", voice="en-xx")
+    finally: T.attach_vocoder(omni.talker, None)
+
+
 def test_export_without_or_with_a_broken_char_lm(omni, tmp_path):
     out = I.export_model(omni, tmp_path / "exp")
     (out / "char_lm.json").write_text("{not json")

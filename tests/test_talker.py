@@ -1,5 +1,5 @@
 "Stage D: codec and Talker unit tests (fast; the notebook's smoke run covers training end to end)."
-import json
+import json, shutil
 
 import pytest
 import torch
@@ -34,11 +34,11 @@ def test_unknown_config_key():
 def test_kv_cache_matches_teacher_forcing():
     torch.manual_seed(0)
     cfg, m = tiny_talker()
-    phones, frame_phone = torch.randint(3, 23, (2, 7)), torch.randint(0, 7, (2, 40))
-    cond = m.cond.frames(m.cond.encode(phones)[0], frame_phone)
+    phones, frame_phone, voice = torch.randint(3, 23, (2, 7)), torch.randint(0, 7, (2, 40)), torch.tensor([1, 2])
+    cond = m.cond.frames(m.cond.encode(phones, voice)[0], frame_phone, voice)
     codes = m.generate(cond)
     assert codes.shape == (2, 5, 2)
-    logits, log_dur = m(phones, frame_phone, codes)
+    logits, log_dur = m(phones, frame_phone, codes, voice)
     assert torch.equal(torch.stack([lg.argmax(-1) for lg in logits], -1), codes)
     assert log_dur.shape == (2, 7)
 
@@ -138,12 +138,20 @@ def test_load_talker_roundtrip(tmp_path):
     codec_dir = tmp_path / "rvq"
     ccfg = T.CodecConfig(hidden=32, latent_dim=8, save_dir=str(codec_dir))
     save_checkpoint(codec_dir / "final.pt", T.RVQCodec(ccfg), ccfg)
-    cfg.save_dir, cfg.codec_dir = str(tmp_path / "talker"), str(codec_dir)
+    cfg.save_dir, cfg.codec_dir, cfg.vocoder_dir = str(tmp_path / "talker"), str(codec_dir), str(tmp_path / "no_vocoder")
     save_checkpoint(tmp_path / "talker" / "final.pt", m, cfg)
     T.save_talker_extras(cfg.save_dir, m)
     loaded = T.load_talker(tmp_path / "talker")
     assert loaded.phones == m.phones and isinstance(loaded.codec, T.RVQCodec)
+    assert loaded.vocoder is None and T.vocoder_name(loaded) == "griffin-lim"        # no vocoder checkpoint: Griffin-Lim
     assert json.loads((tmp_path / "talker" / "phones.json").read_text())["phones"][:3] == [T.PAD, T.SIL, T.UNK]
+    vcfg = T.VocoderConfig(channels=16, blocks=1)
+    shutil.copytree(tmp_path / "talker", tmp_path / "copy")                        # a copy, as Stage E keeps one
+    save_checkpoint(tmp_path / "no_vocoder" / "final.pt", T.Vocoder(vcfg), vcfg)   # the config's vocoder folder, now trained
+    assert isinstance(T.load_talker(tmp_path / "talker").vocoder, T.Vocoder)
+    assert T.load_talker(tmp_path / "copy").vocoder is None          # a copy without a vocoder folder spoke through Griffin-Lim
+    save_checkpoint(tmp_path / "copy" / "vocoder" / "final.pt", T.Vocoder(vcfg), vcfg)    # a copied Talker's vocoder folder
+    assert isinstance(T.load_talker(tmp_path / "copy").vocoder, T.Vocoder)
 
 
 def test_bench_reports_what_it_measured(tmp_path):
@@ -174,3 +182,108 @@ def test_judge_is_this_presets_stage_b_only(tmp_path, capsys):
     assert "audio_encoder_laptop" in T.asr_judge(cfg)[0]
     cfg.asr_dir = str(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="missing"): T.asr_judge(cfg)
+
+
+def untrained_speaker(voices=None):
+    "An untrained Talker with a small codec and vocoder attached (enough to test shapes and streaming)."
+    cfg = load_config("talker_tiny", **({"voices": voices, "voice": voices[0]} if voices else {}))
+    m = T.Talker(cfg, [T.PAD, T.SIL, T.UNK] + sorted(set(T.espeak_phonemes("Hello there. How are you today?")))).eval()
+    codec = T.RVQCodec(T.CodecConfig(hidden=32, latent_dim=8, n_voices=len(cfg.voices))).eval()
+    return T.attach_vocoder(T.attach_codec(m, codec), T.Vocoder(T.VocoderConfig(channels=16, blocks=2)).eval())
+
+
+def test_phonemes_without_synthesis(monkeypatch):
+    def no_synthesis(*a, **k): raise AssertionError("espeak_phonemes must not synthesize")
+    monkeypatch.setattr(T.data.Espeak, "synth", no_synthesis)
+    monkeypatch.setattr(T.data, "synthesize", no_synthesis)
+    phones = T.espeak_phonemes("Hello there, how are you?")
+    assert phones[:4] == ["h", "@", "l", "'oU"] and phones.count("_:") == 2 and phones[-2:] == list(T.CLAUSE_END)
+    assert T.text_phonemes("Hello there.", "en-gb-x-rp")[0] == T.SIL
+    with pytest.raises(ValueError, match="nothing to speak"): T.espeak_phonemes("  ")
+
+
+def test_textphonemes_match_synthesis_events():
+    text = "The blue square is above the red circle, I think."
+    _, _, events = T.data.synthesize(text, events=True)
+    names = [e.name for e in events["phonemes"]]
+    assert [p.lstrip("',") for p in T.espeak_phonemes(text)] == [p.lstrip("',") for p in names]
+    u = T.utterance(text)
+    assert u["phones"] == T.text_phonemes(text) and u["phones_agree_unstressed"] and sum(u["durs"]) == len(u["mel"])
+
+
+def test_phoneme_timeline_matches_names_to_events():
+    ev = dict(phonemes=[T.data.SpeechEvent("phoneme", 0, 0, ms, 0, p) for ms, p in ((10, "j"), (50, "'u:"), (90, "_:"), (100, "_"))])
+    phones, durs = T.phoneme_timeline(ev, 12, ["j", "u:", "x", "_:", "_"])     # stress differs; "x" has no event
+    assert phones == [T.SIL, "j", "u:", "x", "_:", "_"] and durs == [1, 4, 0, 4, 1, 2]
+
+
+def test_vocoder_shapes_and_istft():
+    voc = T.Vocoder(T.VocoderConfig(channels=16, blocks=2)).eval()
+    assert voc(torch.randn(2, 24, 128)).shape == (2, 24 * 160)
+    x = torch.randn(1, 40 * 160)
+    spec = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True).transpose(1, 2)[:, :40]
+    assert torch.allclose(voc.overlap_add(spec), x, atol=1e-4)          # the head's inverse STFT is exact
+
+
+def test_vocoder_loss_trains(tmp_path):
+    torch.manual_seed(0)
+    cfg = T.VocoderConfig(channels=16, blocks=1)
+    voc = T.Vocoder(cfg)
+    batch = (torch.randn(2, 16, 128), torch.randn(2, 16 * 160) * 0.1)
+    out = T.vocoder_loss(voc, batch, cfg)
+    out["loss"].backward()
+    assert set(out) == {"loss", "stft", "mel", "mcd"} and voc.head.weight.grad.abs().sum() > 0
+
+
+def test_voice_embedding_changes_the_voice():
+    m = untrained_speaker()
+    assert m.voices == T.TALKER_VOICES and len(m.cond.voice_phone.weight) == 4
+    phones = m.phone_tensor(T.text_phonemes("Hello there."))
+    (_, a), (_, b) = m.plan(phones, 0), m.plan(phones, 1)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    codes = torch.zeros(3, 2, dtype=torch.long)
+    assert not torch.equal(T.codes_to_mel(m.codec, codes, 0), T.codes_to_mel(m.codec, codes, 3))
+    with pytest.raises(ValueError, match="this Talker speaks"): T.speak("Hello.", m, voice="en-xx")
+    with pytest.raises(ValueError, match="not one of voices"): T.Talker(load_config("talker_tiny", voice="en-gb-scotland"), [T.PAD, T.SIL, T.UNK])
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 3, 8])
+def test_stream_equals_whole(chunk_frames):
+    torch.manual_seed(0)
+    m = untrained_speaker()
+    torch.nn.init.normal_(m.cond.duration[1].bias, 2.0, 0.01)            # about 6 mel frames a phoneme: a few seconds of audio
+    text = "Hello there. How are you today?"
+    whole, sr = T.speak(text, m, voice="en-gb-x-rp")
+    chunks = list(T.speak(text, m, voice="en-gb-x-rp", stream=True, chunk_frames=chunk_frames))
+    assert len(chunks) > 1 and sr == 16000 and len(whole) % 1280 == 0
+    streamed = torch.cat(chunks)
+    assert streamed.shape == whole.shape
+    assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()     # stated tolerance: 1e-4 of the peak
+
+
+def test_stream_without_vocoder_is_one_chunk():
+    m = untrained_speaker()
+    T.attach_vocoder(m, None)
+    chunks = list(T.speak("Hello there.", m, stream=True))
+    assert len(chunks) == 1 and torch.equal(chunks[0], T.speak("Hello there.", m)[0])
+    with pytest.raises(ValueError, match="nothing to speak"): T.speak("", m, stream=True)   # checked at the call, not at the first chunk
+
+
+def test_mel_cepstral_distance():
+    w = T.data.synthesize("Is the red circle above the blue square?")[0]
+    assert T.mel_cepstral_distance(w, w) < 1e-4
+    assert T.mel_cepstral_distance(w, torch.randn_like(w) * 0.1) > 5
+    assert T.dtw_mean(torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)) == pytest.approx(0.0)
+
+
+def test_voice_classifier_shapes():
+    clf = T.VoiceClassifier(T.VoiceIdConfig())
+    assert clf(torch.randn(2, 150, 128)).shape == (2, 4)
+    assert clf.predict(torch.randn(16000) * 0.1) in T.TALKER_VOICES
+    crops = T.VoiceCrops([torch.randn(200, 128), torch.randn(90, 128)], [0, 2], 150)
+    assert len(crops) == 2 and crops[1][0].shape == (150, 128) and crops[1][1] == 2
+
+
+def test_bad_voice_config():
+    with pytest.raises(ValueError, match="unknown espeak voice"):
+        T.check_voices(load_config("talker_tiny", voices=["en-us", "en-nowhere"]))
