@@ -685,7 +685,8 @@ def _offsets(groups: dict) -> dict:
 def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     """Training examples and prompt sets for Stage E, with their feature banks, all from the split registry.
     Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_heldout_wording,
-    vqa_combo, spoken, spoken_heldout_wording, out_of_scope, asr, digits}: prompt items scored once, text=(test
+    vqa_combo, spoken, spoken_heldout_wording, out_of_scope, asr, digits, and on the renderer variant vqa_variant,
+    vqa_variant_heldout_wording, spoken_variant_heldout_wording}: prompt items scored once, text=(test
     windows, n_chars), info, speech: Stage B's manifests, spoken: the manifests of the spoken questions, test_ctc:
     Stage B's CTC log-probabilities of the test ASR clips, for the joint decoder)."""
     from muomni import data as D, audio as B
@@ -696,12 +697,13 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     # pictures -> one image bank
     size = max(64, omni.vision.encoder.img_size)
     shapes = D.shapes_splits(cfg.n_shape_images, cfg.n_val_images, image_size=size, n_combo=max(1, cfg.n_val_images // 2),
-                             n_tune=cfg.eval_limit)
+                             n_tune=cfg.eval_limit, n_variant=cfg.n_val_images)
     digits = {s: D.digits_dataset(split=s, data_dir=cfg.data_dir)[:n] for s, n in (("train", cfg.n_digits), ("test", cfg.n_val_digits))}
     empty = {s: [dict(image=empty_picture(np.random.default_rng([cfg.seed, 31, k, j]), size)) for j in range(n_oos[s])]
              for k, s in enumerate(("train", "test"))}
     groups = dict(train=shapes["train"], digits=digits["train"], tune=shapes["tune"], test=shapes["test"],
-                  test_combo=shapes["test_combo"], test_digits=digits["test"], empty_train=empty["train"], empty_test=empty["test"])
+                  test_combo=shapes["test_combo"], test_digits=digits["test"], empty_train=empty["train"], empty_test=empty["test"],
+                  test_variant=shapes["test_variant"])
     offset = _offsets(groups)
     images = image_bank(omni, [it["image"] for items in groups.values() for it in items])
     t_img = time.time() - t0
@@ -711,10 +713,11 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     voices = spoken_voices(cfg)
     root = D.data_root(cfg.data_dir) / "omni" / f"spoken_{D.params_digest(dict(voices=voices, seed=cfg.seed))}"
     spoken_train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, trained, table, cfg.n_spoken_questions)
-    spoken_test = {name: spoken_records(shapes["test"], offset["test"], cfg.n_val_spoken, rng, w, table)[0]
-                   for name, w in (("spoken", trained), ("spoken_heldout_wording", held))}
+    spoken_test = {name: spoken_records(shapes[pics], offset[pics], cfg.n_val_spoken, rng, w, table)[0]
+                   for name, pics, w in (("spoken", "test", trained), ("spoken_heldout_wording", "test", held),
+                                         ("spoken_variant_heldout_wording", "test_variant", held))}
     rendered = [q for q in q_train for _ in range(cfg.spoken_renderings)]
-    folders = dict(spoken="test", spoken_heldout_wording="test_heldout_wording")
+    folders = dict(spoken="test", spoken_heldout_wording="test_heldout_wording", spoken_variant_heldout_wording="test_variant_heldout_wording")
     mels_spoken = dict(spoken_train=spoken_clips(rendered, voices["train"], root / "train", cfg.seed),
                        **{name: spoken_clips([r["question"] for r in recs], voices["test"], root / folders[name], cfg.seed + 1 + k)
                           for k, (name, recs) in enumerate(spoken_test.items())})
@@ -748,6 +751,7 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
     vqa = lambda split, wordings, kind="vqa": shape_records(shapes[split], offset[split], 0, rng, wordings, table, kind, cfg.typed_capitals)
     tune = dict(vqa=vqa("tune", trained), asr=asr_items("tune"))
     test = dict(vqa=vqa("test", trained), vqa_heldout_wording=vqa("test", held), vqa_combo=vqa("test_combo", trained, "vqa_combo"),
+                vqa_variant=vqa("test_variant", trained), vqa_variant_heldout_wording=vqa("test_variant", held),
                 **spoken_test, out_of_scope=oos("test", "test", [PROMPTS["asr"]]), asr=asr_items("test"),
                 digits=[dict(image=offset["test_digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit",
                              type="digit") for i, it in enumerate(digits["test"])])
@@ -769,7 +773,7 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
                 audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
     return dict(train=SFTData(examples, images, audio, tok.pad_id), tune=prompts(tune), test=prompts(test), text=(windows, n_chars),
                 info=info, speech=speech, test_ctc=test_ctc,
-                spoken={s: root / s / "manifest.csv" for s in ("train", "test", "test_heldout_wording")})
+                spoken={s: root / s / "manifest.csv" for s in ("train", *folders.values())})
 
 # %% ../nbs/31_stage_e.ipynb #6a1c0e04
 def count_samples(cfg: OmniConfig) -> int:
@@ -857,7 +861,9 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> tuple[float, float]:
 
 SET_METRICS = dict(vqa="vqa_accuracy", vqa_heldout_wording="vqa_heldout_wording_accuracy", vqa_combo="vqa_heldout_combo_accuracy",
                    spoken="spoken_vqa_accuracy", spoken_heldout_wording="spoken_vqa_heldout_wording_accuracy",
-                   digits="digits_accuracy", out_of_scope="out_of_scope_accuracy")
+                   digits="digits_accuracy", out_of_scope="out_of_scope_accuracy",
+                   vqa_variant="vqa_variant_accuracy", vqa_variant_heldout_wording="vqa_variant_heldout_wording_accuracy",
+                   spoken_variant_heldout_wording="spoken_vqa_variant_heldout_wording_accuracy")
 
 def nonempty(answer: str) -> str:
     "What `chat` returns for an answer: an empty one (the Thinker ended its turn at once) becomes \"i don't know.\""
@@ -894,7 +900,7 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
         right = [normalize_answer(h) == normalize_answer(it["answer"]) for it, h in zip(items, hyps)]
         key = SET_METRICS[name]
         out[key] = sum(right) / len(right)
-        if name in ("vqa", "vqa_heldout_wording", "spoken", "spoken_heldout_wording", "out_of_scope"):
+        if name != "digits" and name != "vqa_combo":
             for t in OUT_OF_SCOPE_KINDS if name == "out_of_scope" else QUESTION_TYPES:
                 sel = [r for r, it in zip(right, items) if it["type"] == t]
                 if sel: out[f"{key}_{t}"] = sum(sel) / len(sel)

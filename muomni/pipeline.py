@@ -234,10 +234,21 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
     ("D", "round-trip CER on everyday test sentences / the judge's floor", "≤ 1.5 x the floor",
      "{roundtrip_cer_everyday:.1%} / {espeak_cer_everyday:.1%}"),
     ("D", "RVQ codebook usage / test mel MSE (standardised)", "> 50 %", "{codebook_usage:.1%} / {recon_mse:.3f}"),
+    ("D", "mel-cepstral distance to espeak's audio, vocoder / Griffin-Lim: from true mels; from the Talker's mels",
+     "vocoder below Griffin-Lim", "{mcd_true_vocoder:.2f} / {mcd_true_griffinlim:.2f} dB; {mcd_talker_vocoder:.2f} / {mcd_talker_griffinlim:.2f} dB"),
+    ("D", "judge CER of the Talker's speech through the vocoder / through Griffin-Lim", "vocoder no worse",
+     "{cer_talker_vocoder:.1%} / {cer_talker_griffinlim:.1%}"),
+    ("D", "voice classifier names which of the Talker's voices speaks, test sentences / on espeak's own audio", "≥ 80 %",
+     "{voice_id_accuracy_talker:.1%} / {voice_id_accuracy_espeak:.1%}"),
+    ("D", "streaming a 40-word sentence on 2 CPU threads: time to first audio / real-time factor", "≤ 0.150 s / ≤ 0.1",
+     "{ttfa_s_long:.3f} s / {rtf_long:.3f}"),
     ("D", "the Talker's voice; did the judge (Stage B) train on it?", "reported", "{talker_voice} (the judge trained on it: {talker_voice_seen_by_judge})"),
     ("E", "VQA accuracy on unseen pictures: typed / spoken by unseen voice families", "≥ 90 % / ≥ 80 %",
      "{vqa_accuracy:.1%} / {spoken_vqa_accuracy:.1%} in {train_time_s:.0f} s"),
     ("E", "VQA accuracy, question wordings never trained on", "≥ 85 %", "{vqa_heldout_wording_accuracy:.1%}"),
+    ("E", "VQA on a renderer never trained on: typed / held-out wordings / spoken, held-out wordings and voice families",
+     "≥ 90 % / ≥ 85 % / ≥ 80 %",
+     "{vqa_variant_accuracy:.1%} / {vqa_variant_heldout_wording_accuracy:.1%} / {spoken_vqa_variant_heldout_wording_accuracy:.1%}"),
     ("E", "spoken VQA accuracy, question wordings never trained on, unseen voice families", "reported",
      "{spoken_vqa_heldout_wording_accuracy:.1%}"),
     ("E", "ASR through the Thinker, WER (CER), unseen voices and sentences", "WER ≤ 30 %",
@@ -260,9 +271,19 @@ BAR_CHECKS = {   # a row's bar as a test of the stage's metrics (rows that are o
         lambda m: m["roundtrip_cer"] <= 1.5 * m["espeak_cer"],
     "round-trip CER on everyday test sentences / the judge's floor": lambda m: m["roundtrip_cer_everyday"] <= 1.5 * m["espeak_cer_everyday"],
     "RVQ codebook usage / test mel MSE (standardised)": lambda m: m["codebook_usage"] > 0.5,
+    "mel-cepstral distance to espeak's audio, vocoder / Griffin-Lim: from true mels; from the Talker's mels":
+        lambda m: m["mcd_true_vocoder"] < m["mcd_true_griffinlim"] and m["mcd_talker_vocoder"] < m["mcd_talker_griffinlim"],
+    "judge CER of the Talker's speech through the vocoder / through Griffin-Lim": lambda m: m["cer_talker_vocoder"] <= m["cer_talker_griffinlim"],
+    "voice classifier names which of the Talker's voices speaks, test sentences / on espeak's own audio":
+        lambda m: m["voice_id_accuracy_talker"] >= 0.80,
+    "streaming a 40-word sentence on 2 CPU threads: time to first audio / real-time factor":
+        lambda m: m["ttfa_s_long"] <= 0.150 and m["rtf_long"] <= 0.1,
     "VQA accuracy on unseen pictures: typed / spoken by unseen voice families":
         lambda m: m["vqa_accuracy"] >= 0.90 and m["spoken_vqa_accuracy"] >= 0.80,
     "VQA accuracy, question wordings never trained on": lambda m: m["vqa_heldout_wording_accuracy"] >= 0.85,
+    "VQA on a renderer never trained on: typed / held-out wordings / spoken, held-out wordings and voice families":
+        lambda m: m["vqa_variant_accuracy"] >= 0.90 and m["vqa_variant_heldout_wording_accuracy"] >= 0.85
+                  and m["spoken_vqa_variant_heldout_wording_accuracy"] >= 0.80,
     "ASR through the Thinker, WER (CER), unseen voices and sentences": lambda m: m["asr_wer"] <= 0.30,
     "text forgetting: nats/char on the unseen works after vs before SFT":
         lambda m: m["val_nats_per_char"] - m["val_nats_per_char_before"] <= 0.2,
