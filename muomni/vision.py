@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
+from fastcore.basics import patch
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, Trainer,
                          write_metrics, load_checkpoint, count_parameters, human, pick_device, atomic_write,
@@ -23,9 +24,9 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 # %% auto #0
 __all__ = ['DOMAINS', 'NOTHING', 'DIGITS', 'HEADS', 'MEAN', 'STD', 'normalize', 'IGNORE', 'EVAL_ROLES', 'VisionConfig',
            'Attention', 'Block', 'conv_stem', 'patch_embedding', 'VisionEncoder', 'VisionClassifier', 'open_image',
-           'pad_square', 'to_model_size', 'images_to_tensor', 'ink_mask', 'vary_digit', 'VisionSet', 'AugmentCollate',
+           'pad_square', 'to_model_size', 'images_to_tensor', 'VisionSet', 'AugmentCollate', 'ink_mask', 'vary_digit',
            'label_fields', 'vision_label_names', 'vision_data', 'masked_ce', 'vision_loss', 'predict', 'correct',
-           'vision_eval_fn', 'bench', 'train_vision', 'count_samples', 'load_vision', 'classify']
+           'vision_eval_fn', 'train_vision', 'load_vision', 'classify', 'bench', 'count_samples']
 
 # %% ../nbs/29_stage_c.ipynb #c92b9c31
 @register_config("vision")
@@ -110,6 +111,7 @@ def conv_stem(in_channels: int, d_model: int, patch_size: int, width: int = 32, 
         for _ in range(depth - 1): layers += [nn.Conv2d(b, b, 3, 1, 1, bias=False), nn.BatchNorm2d(b), nn.GELU()]
     return nn.Sequential(*layers, nn.Conv2d(chans[-1], d_model, 1))
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e01
 def patch_embedding(cfg: VisionConfig) -> nn.Module:
     "Pictures (B, C, S, S) -> patch features (B, d_model, S/patch, S/patch): the book's strided Conv2d or a conv stem."
     if cfg.stem == "patch": return nn.Conv2d(cfg.in_channels, cfg.d_model, cfg.patch_size, stride=cfg.patch_size)
@@ -144,35 +146,40 @@ class VisionEncoder(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None: nn.init.zeros_(m.bias)
 
-    def check(self, images: torch.Tensor) -> None:
-        want = (self.in_channels, self.img_size, self.img_size)
-        if images.ndim != 4 or tuple(images.shape[1:]) != want:
-            raise ValueError(f"VisionEncoder expects images of shape (B, {want[0]}, {want[1]}, {want[2]}), got "
-                             f"{tuple(images.shape)}; resize with images_to_tensor(images, img_size={self.img_size})")
+# %% ../nbs/29_stage_c.ipynb #c29c0e02
+@patch
+def check(self: VisionEncoder, images: torch.Tensor) -> None:
+    want = (self.in_channels, self.img_size, self.img_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != want:
+        raise ValueError(f"VisionEncoder expects images of shape (B, {want[0]}, {want[1]}, {want[2]}), got "
+                         f"{tuple(images.shape)}; resize with images_to_tensor(images, img_size={self.img_size})")
 
-    def forward(self, images: torch.Tensor):
-        self.check(images)
-        x = self.patch_embed(images).flatten(2).transpose(1, 2)              # (B, n_patches, d)
-        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
-        x = self.drop(x)
-        for block in self.blocks: x = block(x)
-        x = self.norm(x)
-        return x[:, 0], x[:, 1:]
+@patch
+def forward(self: VisionEncoder, images: torch.Tensor):
+    self.check(images)
+    x = self.patch_embed(images).flatten(2).transpose(1, 2)              # (B, n_patches, d)
+    x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+    x = self.drop(x)
+    for block in self.blocks: x = block(x)
+    x = self.norm(x)
+    return x[:, 0], x[:, 1:]
 
-    @classmethod
-    def from_checkpoint(cls, path, device: str = "cpu") -> "VisionEncoder":
-        "The trained encoder of a Stage C checkpoint or save folder (see `load_vision`)."
-        return load_vision(path, device).encoder
+# %% ../nbs/29_stage_c.ipynb #c29c0e03
+@patch(cls_method=True)
+def from_checkpoint(cls: VisionEncoder, path, device: str = "cpu") -> "VisionEncoder":
+    "The trained encoder of a Stage C checkpoint or save folder (see `load_vision`)."
+    return load_vision(path, device).encoder
 
-    @torch.no_grad()
-    def cls_attention(self, images: torch.Tensor, layer: int = -1) -> torch.Tensor:
-        "Share of the CLS token's attention to patches that each patch gets in `layer` (mean over heads): (B, grid, grid)."
-        attn = self.blocks[layer].attn
-        attn.keep_attn = True
-        try: self(images)
-        finally: attn.keep_attn = False
-        w = attn.attn[:, :, 0, 1:].mean(1)                                  # CLS -> patches (its weight on itself dropped)
-        return (w / w.sum(-1, keepdim=True)).reshape(len(images), self.grid, self.grid)
+@patch
+@torch.no_grad()
+def cls_attention(self: VisionEncoder, images: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    "Share of the CLS token's attention to patches that each patch gets in `layer` (mean over heads): (B, grid, grid)."
+    attn = self.blocks[layer].attn
+    attn.keep_attn = True
+    try: self(images)
+    finally: attn.keep_attn = False
+    w = attn.attn[:, :, 0, 1:].mean(1)                                  # CLS -> patches (its weight on itself dropped)
+    return (w / w.sum(-1, keepdim=True)).reshape(len(images), self.grid, self.grid)
 
 # %% ../nbs/29_stage_c.ipynb #4cdd5f2b
 DOMAINS = ("shape", "digit", "other")
@@ -180,6 +187,7 @@ NOTHING = "nothing recognisable"          # what classify says of a picture that
 DIGITS = tuple(str(d) for d in range(10))
 HEADS = ("domain", "shape", "colour", "digit", "count", "position")   # the label columns of a VisionSet, in order
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e04
 class VisionClassifier(nn.Module):
     "A VisionEncoder with linear heads on its CLS token: domain, shape, colour, digit (+ count, position when configured)."
     def __init__(self, cfg: VisionConfig):
@@ -197,35 +205,40 @@ class VisionClassifier(nn.Module):
         cls, _ = self.encoder(images)
         return {k: head(cls) for k, head in self.heads.items()}
 
-    def describe(self, logits: dict) -> list[str]:
-        "Label strings ('red circle', 'digit 7', `NOTHING`) from a batch of logits."
-        pred = {k: v.argmax(-1).tolist() for k, v in logits.items()}
-        out = []
-        for i, d in enumerate(pred["domain"]):
-            domain = self.labels["domain"][d]
-            out.append(f"digit {self.labels['digit'][pred['digit'][i]]}" if domain == "digit" else NOTHING if domain == "other" else
-                       f"{self.labels['colour'][pred['colour'][i]]} {self.labels['shape'][pred['shape'][i]]}")
-        return out
+# %% ../nbs/29_stage_c.ipynb #c29c0e05
+@patch
+def describe(self: VisionClassifier, logits: dict) -> list[str]:
+    "Label strings ('red circle', 'digit 7', `NOTHING`) from a batch of logits."
+    pred = {k: v.argmax(-1).tolist() for k, v in logits.items()}
+    out = []
+    for i, d in enumerate(pred["domain"]):
+        domain = self.labels["domain"][d]
+        out.append(f"digit {self.labels['digit'][pred['digit'][i]]}" if domain == "digit" else NOTHING if domain == "other" else
+                   f"{self.labels['colour'][pred['colour'][i]]} {self.labels['shape'][pred['shape'][i]]}")
+    return out
 
-    @torch.no_grad()
-    def classify(self, image, batch_size: int = 256):
-        "Label of a PIL image / path / array (or a list of them): 'red circle', 'digit 7' or `NOTHING`."
-        single = not isinstance(image, (list, tuple))
-        images = [image] if single else list(image)
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = images_to_tensor(images[i:i + batch_size], self.encoder.img_size).to(device)
-            out += self.describe(self(normalize(x)))
-        self.train(was_training)
-        return out[0] if single else out
+# %% ../nbs/29_stage_c.ipynb #c29c0e06
+@patch
+@torch.no_grad()
+def classify(self: VisionClassifier, image, batch_size: int = 256):
+    "Label of a PIL image / path / array (or a list of them): 'red circle', 'digit 7' or `NOTHING`."
+    single = not isinstance(image, (list, tuple))
+    images = [image] if single else list(image)
+    was_training = self.training
+    self.eval()
+    device = next(self.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images_to_tensor(images[i:i + batch_size], self.encoder.img_size).to(device)
+        out += self.describe(self(normalize(x)))
+    self.train(was_training)
+    return out[0] if single else out
 
 # %% ../nbs/29_stage_c.ipynb #2f86b3ec
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])   # uint8 (B,3,S,S) -> model input
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e07
 def open_image(image) -> Image.Image:
     "An RGB PIL image from a path, PIL image (any mode), numpy array or CHW uint8 tensor."
     from muomni.data import to_rgb
@@ -255,6 +268,7 @@ def open_image(image) -> Image.Image:
         image = Image.fromarray((a * (255 / max(float(a.max()), 1e-8))).astype(np.uint8))
     return to_rgb(image)
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e08
 def pad_square(img: Image.Image) -> Image.Image:
     "Pad a picture to a square with the median colour of its border."
     w, h = img.size
@@ -273,6 +287,29 @@ def images_to_tensor(images, img_size: int) -> torch.Tensor:
     resize = to_model_size(img_size)
     return torch.stack([resize(pad_square(open_image(im))) for im in images])
 
+# %% ../nbs/29_stage_c.ipynb #4d2ffe8a
+IGNORE = -100
+
+class VisionSet(torch.utils.data.Dataset):
+    "Pictures (uint8, N x 3 x S x S), labels (N x 6, the `HEADS` columns; IGNORE where a label does not apply) and captions."
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: list[str]):
+        self.images, self.labels, self.captions = images, labels, captions
+    def __len__(self): return len(self.images)
+    def __getitem__(self, i): return self.images[i], self.labels[i]
+
+# %% ../nbs/29_stage_c.ipynb #c29c0e09
+class AugmentCollate:
+    """Collate a batch and apply light augmentation that keeps every label true: small shifts, scales and rotations
+    (no flips: a flipped digit is no digit; no colour jitter: colour is a label). One draw per `group` pictures keeps
+    it cheap on a CPU."""
+    def __init__(self, group: int = 16):
+        self.group = group
+        self.affine = v2.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.85, 1.1))
+    def __call__(self, items):
+        images, labels = torch.utils.data.default_collate(items)
+        images = torch.cat([self.affine(chunk) for chunk in images.split(self.group)])
+        return images, labels
+
 # %% ../nbs/29_stage_c.ipynb #0ea8734e
 def ink_mask(img: Image.Image) -> np.ndarray:
     "Ink of a one-colour drawing as floats in [0, 1], whatever the polarity (the border is taken as paper)."
@@ -287,28 +324,7 @@ def vary_digit(img: Image.Image, rng: np.random.Generator, size: int) -> Image.I
     from muomni.data import digit_picture
     return digit_picture(img, rng, size)
 
-# %% ../nbs/29_stage_c.ipynb #4d2ffe8a
-IGNORE = -100
-
-class VisionSet(torch.utils.data.Dataset):
-    "Pictures (uint8, N x 3 x S x S), labels (N x 6, the `HEADS` columns; IGNORE where a label does not apply) and captions."
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: list[str]):
-        self.images, self.labels, self.captions = images, labels, captions
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.images[i], self.labels[i]
-
-class AugmentCollate:
-    """Collate a batch and apply light augmentation that keeps every label true: small shifts, scales and rotations
-    (no flips: a flipped digit is no digit; no colour jitter: colour is a label). One draw per `group` pictures keeps
-    it cheap on a CPU."""
-    def __init__(self, group: int = 16):
-        self.group = group
-        self.affine = v2.RandomAffine(degrees=8, translate=(0.08, 0.08), scale=(0.85, 1.1))
-    def __call__(self, items):
-        images, labels = torch.utils.data.default_collate(items)
-        images = torch.cat([self.affine(chunk) for chunk in images.split(self.group)])
-        return images, labels
-
+# %% ../nbs/29_stage_c.ipynb #c29c0e10
 def _render_size(cfg: VisionConfig) -> int: return max(64, cfg.img_size)
 
 def _workers(cfg: VisionConfig) -> int: return cfg.render_workers or max(1, min(4, os.cpu_count() or 1))
@@ -326,6 +342,7 @@ def _variant_digits(start: int, stop: int, items: list, seed: int, size: int) ->
     from muomni.data import render_digit_variant
     return [render_digit_variant(items[k]["pixels"], size, np.random.default_rng([seed, k])) for k in range(start, stop)]
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e11
 def _encode(cfg, pics, labels, captions) -> VisionSet:
     resize = to_model_size(cfg.img_size)
     images = torch.stack([resize(pad_square(open_image(p))) for p in pics]) if pics else torch.zeros(0, 3, cfg.img_size, cfg.img_size, dtype=torch.uint8)
@@ -360,6 +377,7 @@ def vision_label_names() -> tuple[list[str], list[str]]:
     f = label_fields()
     return f["shapes"], f["colours"]
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e12
 def _render_sets(cfg: VisionConfig) -> dict:
     import muomni.data as D
     size, workers, seeds = _render_size(cfg), _workers(cfg), D.IMAGE_SEEDS
@@ -381,6 +399,7 @@ def _render_sets(cfg: VisionConfig) -> dict:
                 test_digits_varied=_digit_set(cfg, digits["test"], redraw(digits["test"], 1, seeds["test_digits_varied"])),
                 test_variant_digits=_digit_set(cfg, digits["test"], variant), test_other=_other_set(cfg, others["test"]))
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e13
 def vision_data(cfg: VisionConfig, cache: bool = True) -> dict:
     """Render (or load from the cache) the Stage C sets, all from the split registry: `train` (shapes, digits,
     pictures of nothing); `tune_shapes`, `tune_digits`, `tune_other` (watched while training); `test_shapes`,
@@ -420,6 +439,7 @@ def vision_loss(model, batch, label_smoothing: float = 0.0) -> dict:
     parts = {k: masked_ce(logits[k], labels[:, HEADS.index(k)], label_smoothing) for k in logits}
     return dict(loss=sum(parts.values()), **{f"ce_{k}": v.detach() for k, v in parts.items()})
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e15
 @torch.no_grad()
 def predict(model: VisionClassifier, vs: VisionSet, batch_size: int = 256) -> tuple[dict, float]:
     "Argmax of every head over a VisionSet, and the mean loss."
@@ -433,6 +453,7 @@ def predict(model: VisionClassifier, vs: VisionSet, batch_size: int = 256) -> tu
         for k in preds: preds[k].append(logits[k].argmax(-1).cpu())
     return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.long) for k, v in preds.items()}, loss / max(n, 1)
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e16
 def correct(pred: dict, labels: torch.Tensor) -> torch.Tensor:
     "Per example: the domain and, where they apply, shape, colour and digit are right (count and position are scored apart)."
     ok = pred["domain"] == labels[:, 0]
@@ -440,6 +461,7 @@ def correct(pred: dict, labels: torch.Tensor) -> torch.Tensor:
         ok &= (labels[:, j] == IGNORE) | (pred[k] == labels[:, j])
     return ok
 
+# %% ../nbs/29_stage_c.ipynb #c29c0e17
 # set role -> the metric it reports (a picture is right when its kind and every label that applies are right)
 EVAL_ROLES = dict(shapes="accuracy", combo="heldout_combo_accuracy", plain="plain_background_accuracy", variant="variant_accuracy",
                   digits="digits_accuracy", digits_varied="digits_varied_accuracy", variant_digits="variant_digits_accuracy",
@@ -475,28 +497,6 @@ def vision_eval_fn(data: dict, split: str = "tune"):
     eval_fn.last = {}
     return eval_fn
 
-# %% ../nbs/29_stage_c.ipynb #783f282e
-def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
-    "Training and inference images/s of ViT-Tiny at cfg's image size and batch size."
-    device = pick_device(cfg.device)
-    conf = dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in label_fields().items()})
-    model = VisionClassifier(conf).to(device)
-    x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
-    y = torch.zeros(cfg.batch_size, len(HEADS), dtype=torch.long, device=device)
-    y[:, HEADS.index("digit")] = IGNORE
-    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    amp = amp_dtype_for(device, cfg.use_amp, cfg.amp_dtype)
-    train = bench_train_step(model, vision_loss, (x, y), device, amp, steps, warmup)
-    model.eval()
-    with torch.no_grad(), autocast(device, amp):
-        for i in range(warmup + steps):
-            if i == warmup: sync(); t0 = time.time()
-            model(normalize(x))
-    sync(); infer_ips = steps * cfg.batch_size / (time.time() - t0)
-    return dict(preset=cfg.preset, device=str(device), img_size=cfg.img_size, patch_size=cfg.patch_size,
-                batch_size=cfg.batch_size, encoder_parameters=count_parameters(model.encoder),
-                train_images_per_s=round(cfg.batch_size / train["step_s"], 1), infer_images_per_s=round(infer_ips, 1), **train)
-
 # %% ../nbs/29_stage_c.ipynb #33590a63
 def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True, return_trainer: bool = False):
     "Stage C: train ViT-Tiny on shapes, digits and pictures of nothing (watching the tune sets); returns the test sets' metrics (also in metrics.json)."
@@ -521,11 +521,6 @@ def train_vision(cfg: VisionConfig, data: dict | None = None, plot: bool = True,
                             images_per_s=round(trainer.step * cfg.batch_size * cfg.gradient_accumulation_steps / max(trainer.train_time_s, 1e-9), 1))
     return (metrics, trainer) if return_trainer else metrics
 
-# %% ../nbs/29_stage_c.ipynb #5c0a1e05
-def count_samples(cfg: VisionConfig) -> int:
-    "Training pictures of one Stage C epoch, from the config's recipe."
-    return cfg.n_train_shapes + len(_digit_items(cfg, "train")) * (1 + cfg.digit_renderings) + cfg.n_train_other
-
 # %% ../nbs/29_stage_c.ipynb #812896fa
 def load_vision(path, device: str = "cpu") -> VisionClassifier:
     "A trained VisionClassifier (eval mode) from a Stage C checkpoint or save folder."
@@ -545,3 +540,30 @@ def classify(image, model: VisionClassifier | str | Path | None = None):
         key = str(model or load_config("vision_tiny", preset=resolve_preset("auto")).save_dir)
         model = cached_load(_CLASSIFIERS, key, [find_checkpoint(key)], lambda: load_vision(key), "classify")   # reloaded when retrained
     return model.classify(image)
+
+# %% ../nbs/29_stage_c.ipynb #783f282e
+def bench(cfg: VisionConfig, steps: int = 10, warmup: int = 3) -> dict:
+    "Training and inference images/s of ViT-Tiny at cfg's image size and batch size."
+    device = pick_device(cfg.device)
+    conf = dataclasses.replace(cfg, **{k: getattr(cfg, k) or v for k, v in label_fields().items()})
+    model = VisionClassifier(conf).to(device)
+    x = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
+    y = torch.zeros(cfg.batch_size, len(HEADS), dtype=torch.long, device=device)
+    y[:, HEADS.index("digit")] = IGNORE
+    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
+    amp = amp_dtype_for(device, cfg.use_amp, cfg.amp_dtype)
+    train = bench_train_step(model, vision_loss, (x, y), device, amp, steps, warmup)
+    model.eval()
+    with torch.no_grad(), autocast(device, amp):
+        for i in range(warmup + steps):
+            if i == warmup: sync(); t0 = time.time()
+            model(normalize(x))
+    sync(); infer_ips = steps * cfg.batch_size / (time.time() - t0)
+    return dict(preset=cfg.preset, device=str(device), img_size=cfg.img_size, patch_size=cfg.patch_size,
+                batch_size=cfg.batch_size, encoder_parameters=count_parameters(model.encoder),
+                train_images_per_s=round(cfg.batch_size / train["step_s"], 1), infer_images_per_s=round(infer_ips, 1), **train)
+
+# %% ../nbs/29_stage_c.ipynb #5c0a1e05
+def count_samples(cfg: VisionConfig) -> int:
+    "Training pictures of one Stage C epoch, from the config's recipe."
+    return cfg.n_train_shapes + len(_digit_items(cfg, "train")) * (1 + cfg.digit_renderings) + cfg.n_train_other
