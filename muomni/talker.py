@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .core import (TrainConfig, Trainer, register_config, load_config, load_checkpoint, resolve_path, shown_path, pick_device,
@@ -27,21 +28,84 @@ class one_thread:
 
 # %% auto #0
 __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'MCD_ORDER', 'BENCH_SHORT', 'BENCH_LONG', 'one_thread',
-           'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'ResidualVQ', 'RVQCodec', 'pad_mel', 'MelWindows',
+           'ResidualVQ', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'RVQCodec', 'pad_mel', 'MelWindows',
            'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec', 'espeak_phonemes',
            'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'check_voices',
-           'speech_corpus', 'phoneme_agreement', 'count_samples', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d',
-           'mel_to_bins', 'ola_envelope', 'Vocoder', 'cepstra', 'frame_mcd', 'cepstral_distance', 'dtw_mean',
-           'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'audio_of', 'VocoderCrops', 'codec_mel',
-           'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
-           'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes',
-           'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream', 'VoiceIdConfig',
-           'VoiceClassifier', 'VoiceCrops', 'voice_id_loss', 'voice_id_config', 'voice_accuracy', 'train_voice_id',
-           'load_voice_classifier', 'talker_eval_fn', 'save_talker_extras', 'load_talker', 'attach_codec',
-           'attach_vocoder', 'vocoder_of', 'vocoder_name', 'default_talker', 'speak', 'speak_stream', 'error_rates',
-           'asr_judge', 'codec_resynth', 'reference_audio', 'roundtrip', 'roundtrip_summary', 'train_talker',
-           'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker', 'stream_timing', 'stream_difference',
-           'stream_threads', 'stream_metrics', 'bench']
+           'speech_corpus', 'phoneme_agreement', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d', 'mel_to_bins',
+           'ola_envelope', 'Vocoder', 'audio_of', 'cepstra', 'frame_mcd', 'cepstral_distance', 'dtw_mean',
+           'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops', 'codec_mel', 'vocoder_metrics',
+           'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData',
+           'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes', 'codes_to_mel', 'mel_to_audio',
+           'codes_to_wave', 'MelStream', 'WaveStream', 'talker_eval_fn', 'save_talker_extras', 'load_talker',
+           'attach_codec', 'attach_vocoder', 'vocoder_of', 'vocoder_name', 'default_talker', 'speak', 'speak_stream',
+           'stream_timing', 'stream_difference', 'stream_threads', 'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier',
+           'VoiceCrops', 'voice_id_loss', 'voice_id_config', 'voice_accuracy', 'train_voice_id',
+           'load_voice_classifier', 'error_rates', 'asr_judge', 'codec_resynth', 'reference_audio', 'roundtrip',
+           'roundtrip_summary', 'train_talker', 'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker',
+           'count_samples', 'bench']
+
+# %% ../nbs/30_stage_d.ipynb #cd477581
+class ResidualVQ(nn.Module):
+    "`codebooks` codebooks of `codebook_size` vectors; straight-through gradients, data init, dead-code restarts."
+    def __init__(self, codebooks: int, codebook_size: int, dim: int, commitment: float = 0.25,
+                 restart_every: int = 25, dead_usage: float = 0.05):
+        super().__init__()
+        self.n_q, self.size, self.dim, self.beta = codebooks, codebook_size, dim, commitment
+        self.restart_every, self.dead_usage = restart_every, dead_usage
+        self.codebooks = nn.Parameter(torch.randn(codebooks, codebook_size, dim) * 0.1)
+        self.register_buffer("usage", torch.full((codebooks, codebook_size), 1.0 / codebook_size))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.restarts = 0
+
+    def nearest(self, r: torch.Tensor, i: int) -> torch.Tensor:
+        "Index of the closest code of codebook `i` for each row of `r` (N, dim)."
+        cb = self.codebooks[i]
+        return (r.pow(2).sum(-1, keepdim=True) - 2 * r @ cb.t() + cb.pow(2).sum(-1)).argmin(-1)
+
+# %% ../nbs/30_stage_d.ipynb #eef27202
+@patch
+def forward(self: ResidualVQ, z: torch.Tensor):
+    "z (N, dim) -> (quantised z with straight-through gradient, codes (N, n_q) long, vq loss)."
+    if self.training:
+        if self.calls == 0: self._reseed(z, only_dead=False)
+        elif self.restart_every and self.calls % self.restart_every == 0: self.restarts += self._reseed(z, only_dead=True)
+        self.calls += 1
+    r, total, codes, loss = z, torch.zeros_like(z), [], z.new_zeros(())
+    for i in range(self.n_q):
+        idx = self.nearest(r.detach(), i)
+        q = self.codebooks[i][idx]
+        loss = loss + F.mse_loss(q, r.detach()) + self.beta * F.mse_loss(r, q.detach())
+        total = total + q
+        r = r - q.detach()
+        codes.append(idx)
+        if self.training:
+            with torch.no_grad():
+                self.usage[i].mul_(0.98).add_(torch.bincount(idx, minlength=self.size).float() / len(idx), alpha=0.02)
+    return z + (total - z).detach(), torch.stack(codes, -1), loss
+
+@patch
+def lookup(self: ResidualVQ, codes: torch.Tensor) -> torch.Tensor:
+    "codes (..., n_q) -> summed code vectors (..., dim)."
+    return sum(self.codebooks[i][codes[..., i]] for i in range(self.n_q))
+
+# %% ../nbs/30_stage_d.ipynb #6ccbb52d
+@patch
+@torch.no_grad()
+def _reseed(self: ResidualVQ, z: torch.Tensor, only_dead: bool) -> int:
+    r, n = z.detach().float(), 0
+    for i in range(self.n_q):
+        dead = (self.usage[i] < self.dead_usage / self.size) if only_dead else torch.ones(self.size, dtype=torch.bool, device=r.device)
+        idx = dead.nonzero().flatten()
+        if len(idx):
+            pick = torch.randint(len(r), (len(idx),), device=r.device)
+            self.codebooks.data[i, idx] = r[pick] + 1e-3 * torch.randn(len(idx), self.dim, device=r.device)
+            self.usage[i, idx] = 1.0 / self.size
+            n += len(idx)
+        # under torchrun each rank drew its new codes from its own batch: rank 0's codebook goes to every rank,
+        # or the ranks would go on training different codebooks
+        broadcast_(self.codebooks.data[i])
+        r = r - self.codebooks[i][self.nearest(r, i)]
+    return n
 
 # %% ../nbs/30_stage_d.ipynb #7d4809f8
 STACK = 8   # 10 ms mel frames per 80 ms code frame (12.5 Hz)
@@ -89,64 +153,6 @@ def length_mask(lengths, T: int, like: torch.Tensor):
     if lengths is None: return None
     return (torch.arange(T, device=like.device) < lengths.to(like.device)[:, None])[:, None].to(like.dtype)
 
-# %% ../nbs/30_stage_d.ipynb #cd477581
-class ResidualVQ(nn.Module):
-    "`codebooks` codebooks of `codebook_size` vectors; straight-through gradients, data init, dead-code restarts."
-    def __init__(self, codebooks: int, codebook_size: int, dim: int, commitment: float = 0.25,
-                 restart_every: int = 25, dead_usage: float = 0.05):
-        super().__init__()
-        self.n_q, self.size, self.dim, self.beta = codebooks, codebook_size, dim, commitment
-        self.restart_every, self.dead_usage = restart_every, dead_usage
-        self.codebooks = nn.Parameter(torch.randn(codebooks, codebook_size, dim) * 0.1)
-        self.register_buffer("usage", torch.full((codebooks, codebook_size), 1.0 / codebook_size))
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
-        self.restarts = 0
-
-    def nearest(self, r: torch.Tensor, i: int) -> torch.Tensor:
-        "Index of the closest code of codebook `i` for each row of `r` (N, dim)."
-        cb = self.codebooks[i]
-        return (r.pow(2).sum(-1, keepdim=True) - 2 * r @ cb.t() + cb.pow(2).sum(-1)).argmin(-1)
-
-    @torch.no_grad()
-    def _reseed(self, z: torch.Tensor, only_dead: bool) -> int:
-        r, n = z.detach().float(), 0
-        for i in range(self.n_q):
-            dead = (self.usage[i] < self.dead_usage / self.size) if only_dead else torch.ones(self.size, dtype=torch.bool, device=r.device)
-            idx = dead.nonzero().flatten()
-            if len(idx):
-                pick = torch.randint(len(r), (len(idx),), device=r.device)
-                self.codebooks.data[i, idx] = r[pick] + 1e-3 * torch.randn(len(idx), self.dim, device=r.device)
-                self.usage[i, idx] = 1.0 / self.size
-                n += len(idx)
-            # under torchrun each rank drew its new codes from its own batch: rank 0's codebook goes to every rank,
-            # or the ranks would go on training different codebooks
-            broadcast_(self.codebooks.data[i])
-            r = r - self.codebooks[i][self.nearest(r, i)]
-        return n
-
-    def forward(self, z: torch.Tensor):
-        "z (N, dim) -> (quantised z with straight-through gradient, codes (N, n_q) long, vq loss)."
-        if self.training:
-            if self.calls == 0: self._reseed(z, only_dead=False)
-            elif self.restart_every and self.calls % self.restart_every == 0: self.restarts += self._reseed(z, only_dead=True)
-            self.calls += 1
-        r, total, codes, loss = z, torch.zeros_like(z), [], z.new_zeros(())
-        for i in range(self.n_q):
-            idx = self.nearest(r.detach(), i)
-            q = self.codebooks[i][idx]
-            loss = loss + F.mse_loss(q, r.detach()) + self.beta * F.mse_loss(r, q.detach())
-            total = total + q
-            r = r - q.detach()
-            codes.append(idx)
-            if self.training:
-                with torch.no_grad():
-                    self.usage[i].mul_(0.98).add_(torch.bincount(idx, minlength=self.size).float() / len(idx), alpha=0.02)
-        return z + (total - z).detach(), torch.stack(codes, -1), loss
-
-    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        "codes (..., n_q) -> summed code vectors (..., dim)."
-        return sum(self.codebooks[i][codes[..., i]] for i in range(self.n_q))
-
 # %% ../nbs/30_stage_d.ipynb #51966786
 class RVQCodec(nn.Module):
     "Log-mel (B, T, 128) <-> codes (B, T/8, codebooks) at 12.5 Hz; the decoder also takes a voice when `n_voices` > 0."
@@ -176,57 +182,67 @@ class RVQCodec(nn.Module):
         reach = lambda blocks: sum(b.conv.kernel_size[0] // 2 for b in blocks)
         return reach(self.encoder), reach(self.decoder) * STACK + reach(self.postnet)
 
-    def latents(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
-        """Raw log-mel (B, T, n_mels), T a multiple of 8 -> latents (B, T/8, latent_dim).
-        `lengths` (B,): real mel frames per row of a padded batch (multiples of 8)."""
-        B, T, M = mel.shape
-        if T % STACK: raise ValueError(f"mel frames ({T}) must be a multiple of {STACK}; pad with pad_mel()")
-        if lengths is not None and bool((lengths % STACK).any()):
-            raise ValueError(f"lengths {lengths.tolist()} must be multiples of {STACK}; pad each log-mel with pad_mel()")
-        h = self.inp(self.normalize(mel).reshape(B, T // STACK, M * STACK)).transpose(1, 2)
-        h = run_masked(self.encoder, h, length_mask(None if lengths is None else lengths // STACK, T // STACK, h))
-        return self.to_latent(h.transpose(1, 2))
+# %% ../nbs/30_stage_d.ipynb #824fa7c1
+@patch
+def latents(self: RVQCodec, mel: torch.Tensor, lengths=None) -> torch.Tensor:
+    """Raw log-mel (B, T, n_mels), T a multiple of 8 -> latents (B, T/8, latent_dim).
+    `lengths` (B,): real mel frames per row of a padded batch (multiples of 8)."""
+    B, T, M = mel.shape
+    if T % STACK: raise ValueError(f"mel frames ({T}) must be a multiple of {STACK}; pad with pad_mel()")
+    if lengths is not None and bool((lengths % STACK).any()):
+        raise ValueError(f"lengths {lengths.tolist()} must be multiples of {STACK}; pad each log-mel with pad_mel()")
+    h = self.inp(self.normalize(mel).reshape(B, T // STACK, M * STACK)).transpose(1, 2)
+    h = run_masked(self.encoder, h, length_mask(None if lengths is None else lengths // STACK, T // STACK, h))
+    return self.to_latent(h.transpose(1, 2))
 
-    def _add_voice(self, h: torch.Tensor, voice) -> torch.Tensor:
-        "h (B, hidden, L) plus the voice vector: `voice` an int, (B,) for whole rows or (B, L) per code frame."
-        if self.voice_embed is None: return h
-        if voice is None: raise ValueError(f"this codec was trained on {self.cfg.n_voices} voices: decoding needs voice=<index>")
-        voice = torch.as_tensor(voice, device=h.device).long()
-        if voice.ndim == 0: voice = voice.expand(h.shape[0])
-        v = self.voice_embed(voice)                                   # (B, hidden) or (B, L, hidden)
-        return h + (v[:, :, None] if v.ndim == 2 else v.transpose(1, 2))
+# %% ../nbs/30_stage_d.ipynb #25f528fd
+@patch
+def _add_voice(self: RVQCodec, h: torch.Tensor, voice) -> torch.Tensor:
+    "h (B, hidden, L) plus the voice vector: `voice` an int, (B,) for whole rows or (B, L) per code frame."
+    if self.voice_embed is None: return h
+    if voice is None: raise ValueError(f"this codec was trained on {self.cfg.n_voices} voices: decoding needs voice=<index>")
+    voice = torch.as_tensor(voice, device=h.device).long()
+    if voice.ndim == 0: voice = voice.expand(h.shape[0])
+    v = self.voice_embed(voice)                                   # (B, hidden) or (B, L, hidden)
+    return h + (v[:, :, None] if v.ndim == 2 else v.transpose(1, 2))
 
-    def decode_latents(self, zq: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
-        "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
-        B, L, _ = zq.shape
-        h = self._add_voice(self.from_latent(zq).transpose(1, 2), voice)
-        h = run_masked(self.decoder, h, length_mask(lengths, L, h)).transpose(1, 2)
-        x = self.unstack(h).reshape(B, L * STACK, -1).transpose(1, 2)
-        x = run_masked(self.postnet, x, length_mask(None if lengths is None else lengths * STACK, L * STACK, x))
-        return x.transpose(1, 2)
+@patch
+def decode_latents(self: RVQCodec, zq: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
+    "Quantised latents (B, L, dim) -> standardised log-mel (B, 8L, n_mels); `lengths`: real code frames per row."
+    B, L, _ = zq.shape
+    h = self._add_voice(self.from_latent(zq).transpose(1, 2), voice)
+    h = run_masked(self.decoder, h, length_mask(lengths, L, h)).transpose(1, 2)
+    x = self.unstack(h).reshape(B, L * STACK, -1).transpose(1, 2)
+    x = run_masked(self.postnet, x, length_mask(None if lengths is None else lengths * STACK, L * STACK, x))
+    return x.transpose(1, 2)
 
-    def forward(self, mel: torch.Tensor, voice=None):
-        "-> (reconstruction, target) in standardised units, codes (B, L, n_q), vq loss."
-        z = self.latents(mel)
-        B, L, D = z.shape
-        zq, codes, vq_loss = self.rvq(z.reshape(-1, D))
-        return self.decode_latents(zq.reshape(B, L, D), voice=voice), self.normalize(mel), codes.reshape(B, L, -1), vq_loss
+# %% ../nbs/30_stage_d.ipynb #aa608d7e
+@patch
+def forward(self: RVQCodec, mel: torch.Tensor, voice=None):
+    "-> (reconstruction, target) in standardised units, codes (B, L, n_q), vq loss."
+    z = self.latents(mel)
+    B, L, D = z.shape
+    zq, codes, vq_loss = self.rvq(z.reshape(-1, D))
+    return self.decode_latents(zq.reshape(B, L, D), voice=voice), self.normalize(mel), codes.reshape(B, L, -1), vq_loss
 
-    @torch.no_grad()
-    def encode(self, mel: torch.Tensor, lengths=None) -> torch.Tensor:
-        "Raw log-mel (B, T, n_mels) -> codes (B, T/8, n_q); `lengths`: real mel frames per row (multiples of 8)."
-        z = self.latents(mel, lengths)
-        B, L, D = z.shape
-        r, codes = z.reshape(-1, D), []
-        for i in range(self.rvq.n_q):
-            idx = self.rvq.nearest(r, i); codes.append(idx); r = r - self.rvq.codebooks[i][idx]
-        return torch.stack(codes, -1).reshape(B, L, -1)
+@patch
+@torch.no_grad()
+def encode(self: RVQCodec, mel: torch.Tensor, lengths=None) -> torch.Tensor:
+    "Raw log-mel (B, T, n_mels) -> codes (B, T/8, n_q); `lengths`: real mel frames per row (multiples of 8)."
+    z = self.latents(mel, lengths)
+    B, L, D = z.shape
+    r, codes = z.reshape(-1, D), []
+    for i in range(self.rvq.n_q):
+        idx = self.rvq.nearest(r, i); codes.append(idx); r = r - self.rvq.codebooks[i][idx]
+    return torch.stack(codes, -1).reshape(B, L, -1)
 
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
-        "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row; `voice`: see `_add_voice`."
-        return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths, voice))
+@patch
+@torch.no_grad()
+def decode(self: RVQCodec, codes: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
+    "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row; `voice`: see `_add_voice`."
+    return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths, voice))
 
+# %% ../nbs/30_stage_d.ipynb #fe538461
 def pad_mel(mel: torch.Tensor, multiple: int = STACK) -> torch.Tensor:
     "Pad a (T, n_mels) log-mel at the end with its quietest frame so T is a multiple of `multiple`."
     extra = (-mel.shape[0]) % multiple
@@ -250,12 +266,14 @@ class MelWindows(torch.utils.data.Dataset):
         if self.voice_stream is None: return crop
         return crop, self.voice_stream[i * STACK: i * STACK + self.frames: STACK]    # utterances are whole code frames
 
+# %% ../nbs/30_stage_d.ipynb #cb82cb3b
 def codec_loss(model, batch) -> dict:
     mel, voice = batch if isinstance(batch, (list, tuple)) else (batch, None)
     rec, target, codes, vq_loss = model(mel, voice)
     mse = F.mse_loss(rec, target)
     return dict(loss=mse + vq_loss, mse=mse, vq=vq_loss)
 
+# %% ../nbs/30_stage_d.ipynb #e430cfa3
 @torch.no_grad()
 def codebook_stats(codes: torch.Tensor, codebook_size: int) -> dict:
     "Share of codes used (all codebooks together) and the perplexity of each codebook, from codes (..., n_q)."
@@ -281,6 +299,7 @@ def codec_metrics(model: RVQCodec, mels: list[torch.Tensor], voices: list[int] |
     return dict(recon_mse=se / n, recon_mse_logmel=se_raw / n, codebook_usage=stats["codebook_usage"],
                 **{f"perplexity_{i}": p for i, p in enumerate(stats["perplexity"])})
 
+# %% ../nbs/30_stage_d.ipynb #11e41f28
 def train_codec(cfg: CodecConfig, train_mels: list[torch.Tensor], val_mels: list[torch.Tensor], plot: bool = True,
                 train_voices: list[int] | None = None, val_voices: list[int] | None = None):
     """Train an RVQCodec on (T, n_mels) log-mels (with their voice indices when `cfg.n_voices` > 0); returns
@@ -297,6 +316,7 @@ def train_codec(cfg: CodecConfig, train_mels: list[torch.Tensor], val_mels: list
     metrics["dead_code_restarts"] = model.rvq.restarts
     return model.eval(), write_metrics(cfg, metrics, trainer, params=count_parameters(model))
 
+# %% ../nbs/30_stage_d.ipynb #9df4e489
 def load_codec(path: str | Path, device: str = "cpu") -> RVQCodec:
     "An RVQCodec from a checkpoint file or a save dir (final.pt, else best.pt, else last.pt)."
     path = find_checkpoint(path, required=False) or resolve_path(path)
@@ -332,12 +352,14 @@ def espeak_phonemes(text: str, voice: str = "en-us") -> list[str]:
             if ptr.value == before: break
     return out
 
+# %% ../nbs/30_stage_d.ipynb #d789503f
 def text_phonemes(text: str, voice: str = "en-us") -> list[str]:
     "The Talker's input for `text` in `voice`: a leading silence, then `espeak_phonemes` (the same at training and inference)."
     return [SIL] + espeak_phonemes(text, voice)
 
 def _unstressed(p: str) -> str: return p.lstrip("',")
 
+# %% ../nbs/30_stage_d.ipynb #b3eb32d9
 def phoneme_timeline(events: dict, n_mel: int, names: list[str] | None = None) -> tuple[list[str], list[int]]:
     """espeak phoneme events -> (phonemes, durations in 10 ms mel frames) covering exactly `n_mel` frames, with a leading
     silence. `names`: the phonemes to time (default: the events' own); each takes the start of the event it matches
@@ -354,6 +376,7 @@ def phoneme_timeline(events: dict, n_mel: int, names: list[str] | None = None) -
     ends = starts[1:] + [n_mel]
     return [SIL] + names, [e - s for s, e in zip(starts, ends)]
 
+# %% ../nbs/30_stage_d.ipynb #d5ad4853
 def utterance(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, keep_wave: bool = False) -> dict:
     """Synthesize `text`: its (T, 128) log-mel (T padded to a multiple of 8), `text_phonemes` timed by the synthesis
     events, and whether the two phoneme sequences agree (exactly; and without stress marks); the int16 wave if asked."""
@@ -421,6 +444,7 @@ class TalkerConfig(TrainConfig):
     temperature: float = 0.0       # 0: greedy decoding of codes
     asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": this preset's Stage B save folder)
 
+# %% ../nbs/30_stage_d.ipynb #1b3f4357
 def codec_config(cfg: TalkerConfig) -> CodecConfig:
     "The codec run's config, derived from the Talker config (its own save dir, steps, batch and lr; one vector per voice)."
     return CodecConfig(kind="codec", preset=cfg.preset, save_dir=cfg.codec_dir, data_dir=cfg.data_dir, device=cfg.device,
@@ -432,6 +456,7 @@ def codec_config(cfg: TalkerConfig) -> CodecConfig:
                        codebook_size=cfg.codebook_size, window=cfg.codec_window, n_voices=len(cfg.voices),
                        use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, resume=cfg.resume)
 
+# %% ../nbs/30_stage_d.ipynb #777868ec
 def check_voices(cfg: TalkerConfig) -> TalkerConfig:
     "Fail early on a config whose voices espeak does not know, or whose default voice is not among them."
     if not cfg.voices or len(set(cfg.voices)) != len(cfg.voices): raise ValueError(f"talker config: voices must be distinct and not empty, got {cfg.voices}")
@@ -465,17 +490,12 @@ def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[di
     atomic_write(path, lambda t: torch.save(out, t))
     return out
 
+# %% ../nbs/30_stage_d.ipynb #d8545b2a
 def phoneme_agreement(utterances: list[dict]) -> dict:
     "Share of utterances whose `espeak_phonemes` equal the synthesis events' phonemes: exactly, and without stress marks."
     n = max(len(utterances), 1)
     return dict(phonemes_exact=sum(u["phones_agree"] for u in utterances) / n,
                 phonemes_unstressed=sum(u["phones_agree_unstressed"] for u in utterances) / n, phonemes_checked=len(utterances))
-
-# %% ../nbs/30_stage_d.ipynb #5d100e54
-def count_samples(cfg: TalkerConfig) -> int:
-    "Talker training utterances per epoch of `cfg` (its `n_train`: one rendered utterance per training sentence)."
-    if cfg.n_train < 1: raise ValueError(f"talker config: n_train must be >= 1, got {cfg.n_train}")
-    return cfg.n_train
 
 # %% ../nbs/30_stage_d.ipynb #2fdfc732
 @register_config("vocoder")
@@ -519,6 +539,7 @@ class ConvNeXt1d(nn.Module):
         h = self.down(F.gelu(self.up(self.norm(self.dw(x).transpose(1, 2)))))
         return x + (self.scale * h).transpose(1, 2)
 
+# %% ../nbs/30_stage_d.ipynb #1c609de9
 def mel_to_bins(n_fft: int, n_mels: int = data.N_MELS) -> tuple[torch.Tensor, torch.Tensor]:
     """(n_fft // 2 + 1, n_mels) weights that interpolate log power density from the centres of the (non-empty) mel bands
     onto the STFT bins, and each band's log weight (log-mel minus it is a log power density per bin)."""
@@ -536,11 +557,13 @@ def mel_to_bins(n_fft: int, n_mels: int = data.N_MELS) -> tuple[torch.Tensor, to
     W[torch.arange(len(freqs)), live[j]] += a
     return W, torch.log(weight.clamp_min(1e-8))
 
+# %% ../nbs/30_stage_d.ipynb #f4f60610
 def ola_envelope(window: torch.Tensor, hop: int, n_frames: int) -> torch.Tensor:
     "Sum of squared windows at every sample of an overlap-add of `n_frames` frames (frame t centred on sample t * hop)."
     n = len(window)
     return F.fold(window.pow(2)[None, :, None].expand(1, n, n_frames), (1, (n_frames - 1) * hop + n), (1, n), stride=(1, hop))[0, 0, 0]
 
+# %% ../nbs/30_stage_d.ipynb #7d7b0b59
 class Vocoder(nn.Module):
     "Raw log-mel (B, T, n_mels) -> wave (B, T * hop): ConvNeXt blocks predict each frame's STFT, an inverse STFT makes the wave."
     def __init__(self, cfg: VocoderConfig):
@@ -567,27 +590,40 @@ class Vocoder(nn.Module):
         "Log-mel frames each side that one spectrum frame depends on."
         return (self.cfg.kernel // 2) * (1 + self.cfg.blocks)
 
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        "Raw log-mel (B, T, n_mels) -> complex STFT frames (B, T, n_fft // 2 + 1)."
-        x = self.inp(((mel - self.mean) / self.std).transpose(1, 2))
-        x = self.norm_in(x.transpose(1, 2)).transpose(1, 2)
-        correction, phase = self.head(self.norm_out(self.blocks(x).transpose(1, 2))).float().chunk(2, -1)
-        logmag = 0.5 * ((mel.float() - self.band_log_weight) @ self.bin_weights.T) + correction
-        return torch.polar(torch.exp(logmag.clamp(max=7.0)), phase)
+# %% ../nbs/30_stage_d.ipynb #e256d5f3
+@patch
+def spectrum(self: Vocoder, mel: torch.Tensor) -> torch.Tensor:
+    "Raw log-mel (B, T, n_mels) -> complex STFT frames (B, T, n_fft // 2 + 1)."
+    x = self.inp(((mel - self.mean) / self.std).transpose(1, 2))
+    x = self.norm_in(x.transpose(1, 2)).transpose(1, 2)
+    correction, phase = self.head(self.norm_out(self.blocks(x).transpose(1, 2))).float().chunk(2, -1)
+    logmag = 0.5 * ((mel.float() - self.band_log_weight) @ self.bin_weights.T) + correction
+    return torch.polar(torch.exp(logmag.clamp(max=7.0)), phase)
 
-    def frames(self, spec: torch.Tensor) -> torch.Tensor:
-        "Complex STFT frames (B, T, F) -> windowed time-domain frames (B, T, n_fft)."
-        return torch.fft.irfft(spec, n=self.n_fft) * self.window
+# %% ../nbs/30_stage_d.ipynb #a8398aaa
+@patch
+def frames(self: Vocoder, spec: torch.Tensor) -> torch.Tensor:
+    "Complex STFT frames (B, T, F) -> windowed time-domain frames (B, T, n_fft)."
+    return torch.fft.irfft(spec, n=self.n_fft) * self.window
 
-    def overlap_add(self, spec: torch.Tensor) -> torch.Tensor:
-        "Inverse STFT: (B, T, F) frames -> (B, T * hop) samples, frame t centred on sample t * hop."
-        B, T, _ = spec.shape
-        n, half = self.n_fft, self.n_fft // 2
-        total = (T - 1) * self.hop + n
-        out = F.fold(self.frames(spec).transpose(1, 2), (1, total), (1, n), stride=(1, self.hop))[:, 0, 0]
-        return (out / ola_envelope(self.window, self.hop, T).clamp_min(1e-8))[:, half: half + T * self.hop]
+@patch
+def overlap_add(self: Vocoder, spec: torch.Tensor) -> torch.Tensor:
+    "Inverse STFT: (B, T, F) frames -> (B, T * hop) samples, frame t centred on sample t * hop."
+    B, T, _ = spec.shape
+    n, half = self.n_fft, self.n_fft // 2
+    total = (T - 1) * self.hop + n
+    out = F.fold(self.frames(spec).transpose(1, 2), (1, total), (1, n), stride=(1, self.hop))[:, 0, 0]
+    return (out / ola_envelope(self.window, self.hop, T).clamp_min(1e-8))[:, half: half + T * self.hop]
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor: return self.overlap_add(self.spectrum(mel))
+@patch
+def forward(self: Vocoder, mel: torch.Tensor) -> torch.Tensor: return self.overlap_add(self.spectrum(mel))
+
+# %% ../nbs/30_stage_d.ipynb #fe2da387
+def audio_of(u: dict) -> torch.Tensor:
+    "An utterance's kept int16 audio as float, zero-padded to 160 samples per log-mel frame (the vocoder's length)."
+    if "wave" not in u: raise KeyError(f"utterance {u['text'][:40]!r} kept no audio (speech_corpus keeps it for the first vocoder_utterances)")
+    w = u["wave"].float() / 32768
+    return F.pad(w, (0, len(u["mel"]) * data.HOP_LENGTH - len(w)))
 
 # %% ../nbs/30_stage_d.ipynb #73c5448b
 MCD_ORDER = 24
@@ -603,6 +639,7 @@ def cepstra(logmel: torch.Tensor, order: int = MCD_ORDER) -> torch.Tensor:
         _dct_cache[n] = basis
     return (0.5 * logmel) @ _dct_cache[n][1:order + 1].T.to(logmel)
 
+# %% ../nbs/30_stage_d.ipynb #0a443337
 def frame_mcd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "Per-frame MCD in dB between cepstra a (N, d) and b (M, d): (N, M) for all pairs."
     return torch.cdist(a, b) * (math.sqrt(2) * 10 / math.log(10))
@@ -612,6 +649,7 @@ def cepstral_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     d = (cepstra(a) - cepstra(b)).pow(2).sum(-1)
     return (d + 1e-8).sqrt().mean() * (math.sqrt(2) * 10 / math.log(10))
 
+# %% ../nbs/30_stage_d.ipynb #7c84a068
 def dtw_mean(cost: torch.Tensor) -> float:
     "Mean cost along the cheapest monotone path from (0, 0) to (N-1, M-1) through `cost` (N, M) (steps down, right, diagonal)."
     N, M = cost.shape
@@ -626,6 +664,7 @@ def dtw_mean(cost: torch.Tensor) -> float:
         steps[i, j] = prev_steps + 1
     return float(acc[N, M] / steps[N, M])
 
+# %% ../nbs/30_stage_d.ipynb #deba37f3
 def mel_cepstral_distance(reference: torch.Tensor, wave: torch.Tensor, align: bool = False) -> float:
     "MCD (dB) of `wave` against `reference` (16 kHz waves): frame by frame, or along a DTW alignment with `align=True`."
     a, b = cepstra(data.log_mel(reference).T.double()), cepstra(data.log_mel(wave).T.double())
@@ -638,6 +677,7 @@ def stft_magnitude(wave: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     window = torch.hann_window(n_fft, device=wave.device)
     return torch.stft(wave.float(), n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-5)
 
+# %% ../nbs/30_stage_d.ipynb #8398e0ba
 def vocoder_loss(model, batch, cfg: VocoderConfig) -> dict:
     """STFT loss at `cfg.stft_resolutions` (spectral convergence + log-magnitude L1, averaged), `cfg.mel_weight` x log-mel
     L1 and `cfg.cepstral_weight` x mel-cepstral distance (dB) of the output against the true audio."""
@@ -653,12 +693,7 @@ def vocoder_loss(model, batch, cfg: VocoderConfig) -> dict:
     cep = cepstral_distance(pred_mel, true_mel)
     return dict(loss=stft + cfg.mel_weight * mel_l1 + cfg.cepstral_weight * cep, stft=stft, mel=mel_l1, mcd=cep)
 
-def audio_of(u: dict) -> torch.Tensor:
-    "An utterance's kept int16 audio as float, zero-padded to 160 samples per log-mel frame (the vocoder's length)."
-    if "wave" not in u: raise KeyError(f"utterance {u['text'][:40]!r} kept no audio (speech_corpus keeps it for the first vocoder_utterances)")
-    w = u["wave"].float() / 32768
-    return F.pad(w, (0, len(u["mel"]) * data.HOP_LENGTH - len(w)))
-
+# %% ../nbs/30_stage_d.ipynb #5abe819d
 class VocoderCrops(torch.utils.data.Dataset):
     """Aligned crops: `window` log-mel frames and their window x 160 samples, every window/2 frames of each utterance;
     with `alt_mels` (the codec's reconstructions, frame-aligned with the audio) a `share` of the crops read those instead."""
@@ -707,6 +742,7 @@ def train_vocoder(cfg: VocoderConfig, train: list[dict], val: list[dict], codec:
     return model.eval(), write_metrics(cfg, metrics, trainer, params=count_parameters(model), train_utterances=len(train),
                                        codec_crops=sum(trainer.train_data.use_alt))
 
+# %% ../nbs/30_stage_d.ipynb #30dbe165
 def load_vocoder(path: str | Path, device: str = "cpu") -> Vocoder:
     "A Vocoder from a checkpoint file or a save dir (final.pt, else best.pt, else last.pt)."
     path = find_checkpoint(path, required=False) or resolve_path(path)
@@ -743,6 +779,7 @@ class PhoneConditioner(nn.Module):
         per_mel = torch.gather(h, 1, frame_phone[..., None].expand(B, T, h.shape[-1]))
         return self.frame_proj(per_mel.reshape(B, T // STACK, -1)) + self.voice_frame(voice)[:, None]
 
+# %% ../nbs/30_stage_d.ipynb #926ba622
 def frame_index(durs: torch.Tensor, n_frames: int) -> torch.Tensor:
     "Durations (N,) in mel frames -> the phoneme index of each of `n_frames` mel frames (last phoneme extends)."
     idx = torch.repeat_interleave(torch.arange(len(durs)), durs.clamp_min(0))
@@ -776,86 +813,103 @@ class Talker(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, std=0.02)
         if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
 
-    def core_parameters(self) -> int: return count_parameters(self) - count_parameters(self.cond)
+# %% ../nbs/30_stage_d.ipynb #46df99c5
+@patch
+def core_parameters(self: Talker) -> int: return count_parameters(self) - count_parameters(self.cond)
 
-    def phone_tensor(self, phones: list[str]) -> torch.Tensor:
-        return torch.tensor([self.phone_ids.get(p, self.phone_ids[UNK]) for p in phones])
+@patch
+def phone_tensor(self: Talker, phones: list[str]) -> torch.Tensor:
+    return torch.tensor([self.phone_ids.get(p, self.phone_ids[UNK]) for p in phones])
 
-    def voice_index(self, voice: str | None = None) -> int:
-        "Index of `voice` (None: the config's default voice) among the voices this Talker learned."
-        voice = self.cfg.voice if voice is None else voice
-        if voice not in self.voices: raise ValueError(f"unknown voice {voice!r}; this Talker speaks {', '.join(self.voices)}")
-        return self.voices.index(voice)
+@patch
+def voice_index(self: Talker, voice: str | None = None) -> int:
+    "Index of `voice` (None: the config's default voice) among the voices this Talker learned."
+    voice = self.cfg.voice if voice is None else voice
+    if voice not in self.voices: raise ValueError(f"unknown voice {voice!r}; this Talker speaks {', '.join(self.voices)}")
+    return self.voices.index(voice)
 
-    def _voice_tensor(self, voice, batch: int) -> torch.Tensor:
-        dev = self.rope_cos.device
-        if voice is None: return torch.full((batch,), self.voice_index(), device=dev)
-        return torch.as_tensor(voice, device=dev).long().expand(batch)
+@patch
+def _voice_tensor(self: Talker, voice, batch: int) -> torch.Tensor:
+    dev = self.rope_cos.device
+    if voice is None: return torch.full((batch,), self.voice_index(), device=dev)
+    return torch.as_tensor(voice, device=dev).long().expand(batch)
 
-    def _inputs(self, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-        "cond (B, L, d) plus the embeddings of the previous frame's codes prev (B, L, n_q) (None: first frame)."
-        if prev is None: return cond
-        return cond + sum(e(prev[..., i]) for i, e in enumerate(self.code_embed))
+# %% ../nbs/30_stage_d.ipynb #abf12429
+@patch
+def _inputs(self: Talker, cond: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+    "cond (B, L, d) plus the embeddings of the previous frame's codes prev (B, L, n_q) (None: first frame)."
+    if prev is None: return cond
+    return cond + sum(e(prev[..., i]) for i, e in enumerate(self.code_embed))
 
-    def _run(self, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        T = x.shape[1]
-        if start + T > self.cfg.max_frames: raise ValueError(f"{start + T} code frames exceed max_frames={self.cfg.max_frames}")
-        cos, sin = self.rope_cos[None, None, start:start + T], self.rope_sin[None, None, start:start + T]
-        for i, b in enumerate(self.blocks): x = b(x, cos, sin, None, cache, i)
-        return self.norm(x)
+@patch
+def _run(self: Talker, x: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+    T = x.shape[1]
+    if start + T > self.cfg.max_frames: raise ValueError(f"{start + T} code frames exceed max_frames={self.cfg.max_frames}")
+    cos, sin = self.rope_cos[None, None, start:start + T], self.rope_sin[None, None, start:start + T]
+    for i, b in enumerate(self.blocks): x = b(x, cos, sin, None, cache, i)
+    return self.norm(x)
 
-    def _logits(self, h: torch.Tensor, i: int, prev_codes: list[torch.Tensor]) -> torch.Tensor:
-        "Logits of codebook `i` from hidden h, given this frame's codes of codebooks < i."
-        if i: h = h + sum(self.depth_embed[j](prev_codes[j]) for j in range(i) if j < len(self.depth_embed))
-        return h @ self.code_embed[i].weight.t()
+@patch
+def _logits(self: Talker, h: torch.Tensor, i: int, prev_codes: list[torch.Tensor]) -> torch.Tensor:
+    "Logits of codebook `i` from hidden h, given this frame's codes of codebooks < i."
+    if i: h = h + sum(self.depth_embed[j](prev_codes[j]) for j in range(i) if j < len(self.depth_embed))
+    return h @ self.code_embed[i].weight.t()
 
-    def forward(self, phones, frame_phone, codes, voice=None):
-        """Teacher forcing. phones (B, N), frame_phone (B, 8L), codes (B, L, n_q), voice (B,) voice indices (None: the
-        default voice) -> (list of (B, L, K) logits, log-durations)."""
-        voice = self._voice_tensor(voice, phones.shape[0])
-        h_ph, log_dur = self.cond.encode(phones, voice)
-        cond = self.cond.frames(h_ph, frame_phone, voice)
-        prev = F.pad(codes[:, :-1], (0, 0, 1, 0))
-        keep = torch.ones(codes.shape[:2], device=codes.device)
-        keep[:, 0] = 0                                          # the first frame has no previous codes
-        if self.training and self.cfg.code_dropout: keep = keep * (torch.rand_like(keep) >= self.cfg.code_dropout)
-        x = cond + (self._inputs(cond, prev) - cond) * keep[..., None]
-        h = self._run(x)
-        logits = [self._logits(h, i, [codes[..., j] for j in range(i)]) for i in range(self.cfg.codebooks)]
-        return logits, log_dur
+# %% ../nbs/30_stage_d.ipynb #35c34d6a
+@patch
+def forward(self: Talker, phones, frame_phone, codes, voice=None):
+    """Teacher forcing. phones (B, N), frame_phone (B, 8L), codes (B, L, n_q), voice (B,) voice indices (None: the
+    default voice) -> (list of (B, L, K) logits, log-durations)."""
+    voice = self._voice_tensor(voice, phones.shape[0])
+    h_ph, log_dur = self.cond.encode(phones, voice)
+    cond = self.cond.frames(h_ph, frame_phone, voice)
+    prev = F.pad(codes[:, :-1], (0, 0, 1, 0))
+    keep = torch.ones(codes.shape[:2], device=codes.device)
+    keep[:, 0] = 0                                          # the first frame has no previous codes
+    if self.training and self.cfg.code_dropout: keep = keep * (torch.rand_like(keep) >= self.cfg.code_dropout)
+    x = cond + (self._inputs(cond, prev) - cond) * keep[..., None]
+    h = self._run(x)
+    logits = [self._logits(h, i, [codes[..., j] for j in range(i)]) for i in range(self.cfg.codebooks)]
+    return logits, log_dur
 
-    @torch.no_grad()
-    def plan(self, phones: torch.Tensor, voice: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """phones (N,), voice index (None: the default voice) -> (predicted durations (N,) in mel frames, conditioning
-        (1, L, d)); L fixes the length (the stop)."""
-        voice = self._voice_tensor(voice, 1)
-        h_ph, log_dur = self.cond.encode(phones[None], voice)
-        durs = (log_dur[0].exp() - 1).round().clamp_min(0).long()
-        n_mel = max(int(durs.sum()), 1)
-        n_mel += (-n_mel) % STACK
-        return durs, self.cond.frames(h_ph, frame_index(durs.cpu(), n_mel)[None].to(h_ph.device), voice)
+# %% ../nbs/30_stage_d.ipynb #6e4f62df
+@patch
+@torch.no_grad()
+def plan(self: Talker, phones: torch.Tensor, voice: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """phones (N,), voice index (None: the default voice) -> (predicted durations (N,) in mel frames, conditioning
+    (1, L, d)); L fixes the length (the stop)."""
+    voice = self._voice_tensor(voice, 1)
+    h_ph, log_dur = self.cond.encode(phones[None], voice)
+    durs = (log_dur[0].exp() - 1).round().clamp_min(0).long()
+    n_mel = max(int(durs.sum()), 1)
+    n_mel += (-n_mel) % STACK
+    return durs, self.cond.frames(h_ph, frame_index(durs.cpu(), n_mel)[None].to(h_ph.device), voice)
 
-    @torch.no_grad()
-    def generate_frames(self, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0):
-        "KV-cached generation for conditioning (B, L, d): yields each frame's codes (B, n_q) as soon as it is made."
-        B, L, _ = cond.shape
-        if L > self.cfg.max_frames: raise ValueError(f"{L} code frames exceed max_frames={self.cfg.max_frames}")
-        cache, prev = KVCache(self.cfg.n_layers), None
-        for t in range(L):
-            x = self._inputs(cond[:, t:t + 1], prev)
-            h = self._run(x, start=t, cache=cache)[:, -1]
-            frame = []
-            for i in range(self.cfg.codebooks):
-                frame.append(sample_codes(self._logits(h, i, frame), temperature, top_k))
-            prev = torch.stack(frame, -1)[:, None]
-            yield prev[:, 0]
+# %% ../nbs/30_stage_d.ipynb #4b959879
+@patch
+@torch.no_grad()
+def generate_frames(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0):
+    "KV-cached generation for conditioning (B, L, d): yields each frame's codes (B, n_q) as soon as it is made."
+    B, L, _ = cond.shape
+    if L > self.cfg.max_frames: raise ValueError(f"{L} code frames exceed max_frames={self.cfg.max_frames}")
+    cache, prev = KVCache(self.cfg.n_layers), None
+    for t in range(L):
+        x = self._inputs(cond[:, t:t + 1], prev)
+        h = self._run(x, start=t, cache=cache)[:, -1]
+        frame = []
+        for i in range(self.cfg.codebooks):
+            frame.append(sample_codes(self._logits(h, i, frame), temperature, top_k))
+        prev = torch.stack(frame, -1)[:, None]
+        yield prev[:, 0]
 
-    @torch.no_grad()
-    def generate(self, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
-        "Codes (B, L, n_q) for conditioning (B, L, d), one frame (both codebooks) per step."
-        if cond.shape[1] > self.cfg.max_frames: raise ValueError(f"{cond.shape[1]} code frames exceed max_frames={self.cfg.max_frames}")
-        return torch.stack(list(self.generate_frames(cond, temperature, top_k)), 1)
+@patch
+@torch.no_grad()
+def generate(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
+    "Codes (B, L, n_q) for conditioning (B, L, d), one frame (both codebooks) per step."
+    if cond.shape[1] > self.cfg.max_frames: raise ValueError(f"{cond.shape[1]} code frames exceed max_frames={self.cfg.max_frames}")
+    return torch.stack(list(self.generate_frames(cond, temperature, top_k)), 1)
 
+# %% ../nbs/30_stage_d.ipynb #79632cd0
 def sample_codes(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
     "Greedy (temperature 0) or temperature/top-k sampling over the last dimension."
     if temperature <= 0: return logits.argmax(-1)
@@ -890,6 +944,7 @@ def collate_talker(items: list[dict]) -> dict:
         out["codes"][b, :l], out["code_mask"][b, :l] = x["codes"], True
     return out
 
+# %% ../nbs/30_stage_d.ipynb #136ad859
 def talker_loss(model, batch, dur_weight: float = 1.0) -> dict:
     logits, log_dur = model(batch["phones"], batch["frame_phone"], batch["codes"], batch["voice"])
     m = batch["code_mask"]
@@ -962,6 +1017,7 @@ class MelStream:
         out, self.done = mel[self.done - lo * STACK: end - lo * STACK], end
         return out
 
+# %% ../nbs/30_stage_d.ipynb #34172266
 class WaveStream:
     "Raw log-mel frames in, as they become final; wave samples out, once no later frame can change them."
     def __init__(self, vocoder: Vocoder, n_frames: int):
@@ -994,86 +1050,6 @@ class WaveStream:
         self.emitted = max(end, self.emitted)
         return out
 
-# %% ../nbs/30_stage_d.ipynb #4d2afa35
-@register_config("voice_id")
-@dataclass
-class VoiceIdConfig(TrainConfig):
-    "The voice classifier: which of `voices` speaks a log-mel."
-    voices: list = field(default_factory=lambda: list(TALKER_VOICES))
-    n_mels: int = 128
-    channels: int = 64
-    crop: int = 150                # log-mel frames per training crop (1.5 s)
-
-class VoiceClassifier(nn.Module):
-    "Log-mel (B, T, n_mels) -> logits over the voices: convolutions over time, then each channel's mean and spread over time."
-    def __init__(self, cfg: VoiceIdConfig):
-        super().__init__()
-        self.cfg, C = cfg, cfg.channels
-        self.register_buffer("mean", torch.zeros(cfg.n_mels))
-        self.register_buffer("std", torch.ones(cfg.n_mels))
-        self.convs = nn.Sequential(nn.Conv1d(cfg.n_mels, C, 5, padding=2), nn.GELU(), nn.Conv1d(C, C, 5, stride=2, padding=2), nn.GELU(),
-                                   nn.Conv1d(C, C, 5, stride=2, padding=2), nn.GELU())
-        self.out = nn.Linear(2 * C, len(cfg.voices))
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        h = self.convs(((mel - self.mean) / self.std).transpose(1, 2))
-        return self.out(torch.cat([h.mean(-1), h.std(-1)], -1))
-
-    @torch.no_grad()
-    def predict(self, wave: torch.Tensor) -> str:
-        "The voice name for a 16 kHz wave."
-        mel = data.log_mel(wave).T.to(self.mean.device)[None]
-        return self.cfg.voices[int(self(mel).argmax(-1))]
-
-class VoiceCrops(torch.utils.data.Dataset):
-    "Crops of `crop` log-mel frames (every crop/2 frames; shorter utterances padded with their quietest frame) and the voice index."
-    def __init__(self, mels: list[torch.Tensor], voices: list[int], crop: int):
-        self.mels, self.voices, self.crop = [pad_mel(m, crop) if len(m) < crop else m for m in mels], voices, crop
-        self.index = [(u, s) for u, m in enumerate(self.mels) for s in range(0, len(m) - crop + 1, crop // 2)]
-    def __len__(self): return len(self.index)
-    def __getitem__(self, i):
-        u, s = self.index[i]
-        return self.mels[u][s:s + self.crop].float(), self.voices[u]
-
-def voice_id_loss(model, batch) -> dict:
-    mel, voice = batch
-    logits = model(mel)
-    return dict(loss=F.cross_entropy(logits.float(), voice), acc=(logits.argmax(-1) == voice).float().mean())
-
-def voice_id_config(cfg: TalkerConfig) -> VoiceIdConfig:
-    "The voice classifier's run: a folder inside the Talker's, `voice_id_steps` steps."
-    return VoiceIdConfig(kind="voice_id", preset=cfg.preset, save_dir=str(Path(cfg.save_dir) / "voice_id"), data_dir=cfg.data_dir,
-                         device=cfg.device, seed=cfg.seed, batch_size=32, lr=2e-3, wd=0.01, warmup_steps=20,
-                         max_steps=cfg.voice_id_steps, val_freq=0, checkpoint_freq=0, print_freq=max(min(50, cfg.voice_id_steps // 5), 1),
-                         voices=list(cfg.voices), use_amp=False)   # never resumed: it trains after the Talker, in a minute
-
-def voice_accuracy(classify, waves: list[torch.Tensor], voices: list[str]) -> float:
-    "Share of `waves` that `classify(wave) -> voice name` gives the right voice."
-    return sum(classify(w) == v for w, v in zip(waves, voices)) / max(len(waves), 1)
-
-def train_voice_id(cfg: VoiceIdConfig, train: list[dict], test: list[dict], plot: bool = False):
-    "Train a VoiceClassifier on real espeak utterances (their log-mels and voice names); returns (model, metrics)."
-    torch.manual_seed(cfg.seed)
-    model = VoiceClassifier(cfg)
-    mean, std = data.mel_stats([u["mel"].float().T for u in train])
-    model.mean.copy_(mean.flatten()); model.std.copy_(std.flatten())
-    crops = VoiceCrops([u["mel"] for u in train], [cfg.voices.index(u["voice"]) for u in train], cfg.crop)
-    trainer = Trainer(model, cfg, crops, voice_id_loss, plot=plot, name="voice_id")
-    trainer.fit()
-    model.eval()
-    heard = [u for u in test if "wave" in u]
-    acc = on_rank0(voice_accuracy, model.predict, [audio_of(u) for u in heard], [u["voice"] for u in heard])   # once, on rank 0
-    return model, write_metrics(cfg, dict(voice_id_accuracy_espeak=acc), trainer, params=count_parameters(model))
-
-def load_voice_classifier(path: str | Path, device: str = "cpu") -> VoiceClassifier:
-    "A VoiceClassifier from a checkpoint file or its save dir."
-    path = find_checkpoint(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    known = set(VoiceIdConfig.__dataclass_fields__)
-    model = VoiceClassifier(VoiceIdConfig(**{k: v for k, v in state.get("config", {}).items() if k in known}))
-    load_checkpoint(path, model)
-    return model.to(pick_device(device)).eval()
-
 # %% ../nbs/30_stage_d.ipynb #80a437d6
 def talker_eval_fn(val: TalkerData, batch_size: int = 32):
     "Held-out teacher-forced code accuracy and losses."
@@ -1092,9 +1068,11 @@ def talker_eval_fn(val: TalkerData, batch_size: int = 32):
         return {k: v / n for k, v in tot.items()}
     return fn
 
+# %% ../nbs/30_stage_d.ipynb #192c9faf
 def save_talker_extras(save_dir, talker: Talker):
     atomic_write_json(dict(phones=talker.phones, voices=talker.voices), resolve_path(save_dir) / "phones.json")
 
+# %% ../nbs/30_stage_d.ipynb #4899dbeb
 def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: str | Path | None = None,
                 vocoder_dir: str | Path | None = None) -> Talker:
     """A trained Talker (with `.codec` and `.vocoder` attached) from a save dir or checkpoint file; default: the laptop
@@ -1119,6 +1097,7 @@ def load_talker(path: str | Path | None = None, device: str = "cpu", codec_dir: 
                             file=sys.stderr)                        # a note: stdout may be a command's JSON
     return attach_vocoder(talker, load_vocoder(found, device) if found else None)
 
+# %% ../nbs/30_stage_d.ipynb #14c366ef
 def attach_codec(talker: Talker, codec: RVQCodec) -> Talker:
     "Give `talker` its codec as a plain attribute (not a submodule: its weights stay out of the Talker's checkpoint and count)."
     object.__setattr__(talker, "codec", codec.to(next(talker.parameters()).device).eval())
@@ -1135,6 +1114,7 @@ def vocoder_name(talker: Talker) -> str:
     "What turns the Talker's log-mels into sound: 'vocoder' or 'griffin-lim' (no vocoder checkpoint)."
     return "griffin-lim" if vocoder_of(talker) is None else "vocoder"
 
+# %% ../nbs/30_stage_d.ipynb #7136ae90
 _default_talker = {}
 
 def _default_talker_dir() -> str:
@@ -1147,6 +1127,7 @@ def default_talker() -> Talker:
     if f is None: load_talker(d)                                # raises, naming what is missing
     return cached_load(_default_talker, d, [f, f.parent / "phones.json"], lambda: load_talker(d), "speak")
 
+# %% ../nbs/30_stage_d.ipynb #4240c7d1
 def speak(text: str, talker: Talker | None = None, temperature: float | None = None, voice: str | None = None,
           stream: bool = False, chunk_frames: int = 8):
     """Say `text` in `voice` (one of the Talker's voices; None: its default): (1-D float wave, sample_rate).
@@ -1165,6 +1146,7 @@ def speak_stream(text: str, talker: Talker, voice: str | None = None, temperatur
     if chunk_frames < 1: raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     return _wave_chunks(talker, phones, v, talker.cfg.temperature if temperature is None else temperature, chunk_frames)
 
+# %% ../nbs/30_stage_d.ipynb #f734471c
 def _wave_chunks(talker: Talker, phones: torch.Tensor, voice: int, temperature: float, chunk_frames: int):
     dev = next(talker.parameters()).device
     threads = one_thread if dev.type == "cpu" else contextlib.nullcontext
@@ -1182,6 +1164,135 @@ def _wave_chunks(talker: Talker, phones: torch.Tensor, voice: int, temperature: 
             chunk = waves.push(mels.take()) if due or t == L - 1 else None
         if chunk is not None and len(chunk): yield chunk
 
+# %% ../nbs/30_stage_d.ipynb #1555c54f
+BENCH_SHORT = "The quick brown fox jumps over the lazy dog."
+BENCH_LONG = ("When the morning train finally pulled into the station, the tired travellers gathered their bags, thanked the "
+              "friendly conductor, and walked slowly into the bright and busy square, where the market stalls were already "
+              "selling fresh bread, fruit and flowers.")                          # 40 words
+
+def stream_timing(talker: Talker, text: str, voice: str | None = None, threads: int = 2, repeats: int = 3) -> dict:
+    """`speak(text, stream=True)` with `threads` CPU threads allowed (on a CPU the stream's small steps use one of them,
+    see `one_thread`), after one warm-up: time to the first chunk and real-time factor (seconds of compute per second of
+    audio), the median of `repeats` runs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in speak(BENCH_SHORT, talker, voice=voice, stream=True): pass
+        runs = []
+        for _ in range(repeats):
+            t0, first, samples = time.perf_counter(), None, 0
+            for chunk in speak(text, talker, voice=voice, stream=True):
+                first = time.perf_counter() - t0 if first is None else first
+                samples += len(chunk)
+            runs.append((first, time.perf_counter() - t0, samples / data.SAMPLE_RATE))
+    finally: torch.set_num_threads(n)
+    first, total, audio = sorted(runs)[len(runs) // 2]
+    return dict(ttfa_s=round(first, 4), rtf=round(total / audio, 4), audio_s=round(audio, 2), words=len(text.split()))
+
+# %% ../nbs/30_stage_d.ipynb #6bce1f84
+def stream_difference(talker: Talker, text: str = BENCH_SHORT, voice: str | None = None) -> float:
+    "Largest |streamed - whole| sample difference, as a share of the whole wave's peak."
+    whole = speak(text, talker, voice=voice)[0]
+    streamed = torch.cat(list(speak(text, talker, voice=voice, stream=True)))
+    if streamed.shape != whole.shape: raise AssertionError(f"streamed {tuple(streamed.shape)} samples, whole {tuple(whole.shape)}")
+    return float((streamed - whole).abs().max() / whole.abs().max().clamp_min(1e-9))
+
+def stream_threads(talker: Talker, threads: int) -> int:
+    "CPU threads the stream really computes on: one on a CPU (`one_thread`), else the `threads` allowed."
+    return 1 if next(talker.parameters()).device.type == "cpu" else threads
+
+def stream_metrics(talker: Talker, threads: int = 2) -> dict:
+    "Streaming figures for metrics.json: time to first audio and RTF for a short and a 40-word sentence, and stream = whole."
+    short, long = stream_timing(talker, BENCH_SHORT, threads=threads), stream_timing(talker, BENCH_LONG, threads=threads)
+    return dict(ttfa_s_short=short["ttfa_s"], rtf_short=short["rtf"], ttfa_s_long=long["ttfa_s"], rtf_long=long["rtf"],
+                audio_s_long=long["audio_s"], stream_threads=stream_threads(talker, threads), stream_max_rel_diff=stream_difference(talker))
+
+# %% ../nbs/30_stage_d.ipynb #4d2afa35
+@register_config("voice_id")
+@dataclass
+class VoiceIdConfig(TrainConfig):
+    "The voice classifier: which of `voices` speaks a log-mel."
+    voices: list = field(default_factory=lambda: list(TALKER_VOICES))
+    n_mels: int = 128
+    channels: int = 64
+    crop: int = 150                # log-mel frames per training crop (1.5 s)
+
+# %% ../nbs/30_stage_d.ipynb #71533551
+class VoiceClassifier(nn.Module):
+    "Log-mel (B, T, n_mels) -> logits over the voices: convolutions over time, then each channel's mean and spread over time."
+    def __init__(self, cfg: VoiceIdConfig):
+        super().__init__()
+        self.cfg, C = cfg, cfg.channels
+        self.register_buffer("mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("std", torch.ones(cfg.n_mels))
+        self.convs = nn.Sequential(nn.Conv1d(cfg.n_mels, C, 5, padding=2), nn.GELU(), nn.Conv1d(C, C, 5, stride=2, padding=2), nn.GELU(),
+                                   nn.Conv1d(C, C, 5, stride=2, padding=2), nn.GELU())
+        self.out = nn.Linear(2 * C, len(cfg.voices))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        h = self.convs(((mel - self.mean) / self.std).transpose(1, 2))
+        return self.out(torch.cat([h.mean(-1), h.std(-1)], -1))
+
+    @torch.no_grad()
+    def predict(self, wave: torch.Tensor) -> str:
+        "The voice name for a 16 kHz wave."
+        mel = data.log_mel(wave).T.to(self.mean.device)[None]
+        return self.cfg.voices[int(self(mel).argmax(-1))]
+
+# %% ../nbs/30_stage_d.ipynb #c326ec38
+class VoiceCrops(torch.utils.data.Dataset):
+    "Crops of `crop` log-mel frames (every crop/2 frames; shorter utterances padded with their quietest frame) and the voice index."
+    def __init__(self, mels: list[torch.Tensor], voices: list[int], crop: int):
+        self.mels, self.voices, self.crop = [pad_mel(m, crop) if len(m) < crop else m for m in mels], voices, crop
+        self.index = [(u, s) for u, m in enumerate(self.mels) for s in range(0, len(m) - crop + 1, crop // 2)]
+    def __len__(self): return len(self.index)
+    def __getitem__(self, i):
+        u, s = self.index[i]
+        return self.mels[u][s:s + self.crop].float(), self.voices[u]
+
+# %% ../nbs/30_stage_d.ipynb #61ec8453
+def voice_id_loss(model, batch) -> dict:
+    mel, voice = batch
+    logits = model(mel)
+    return dict(loss=F.cross_entropy(logits.float(), voice), acc=(logits.argmax(-1) == voice).float().mean())
+
+def voice_id_config(cfg: TalkerConfig) -> VoiceIdConfig:
+    "The voice classifier's run: a folder inside the Talker's, `voice_id_steps` steps."
+    return VoiceIdConfig(kind="voice_id", preset=cfg.preset, save_dir=str(Path(cfg.save_dir) / "voice_id"), data_dir=cfg.data_dir,
+                         device=cfg.device, seed=cfg.seed, batch_size=32, lr=2e-3, wd=0.01, warmup_steps=20,
+                         max_steps=cfg.voice_id_steps, val_freq=0, checkpoint_freq=0, print_freq=max(min(50, cfg.voice_id_steps // 5), 1),
+                         voices=list(cfg.voices), use_amp=False)   # never resumed: it trains after the Talker, in a minute
+
+# %% ../nbs/30_stage_d.ipynb #84ed68b6
+def voice_accuracy(classify, waves: list[torch.Tensor], voices: list[str]) -> float:
+    "Share of `waves` that `classify(wave) -> voice name` gives the right voice."
+    return sum(classify(w) == v for w, v in zip(waves, voices)) / max(len(waves), 1)
+
+# %% ../nbs/30_stage_d.ipynb #4232beaa
+def train_voice_id(cfg: VoiceIdConfig, train: list[dict], test: list[dict], plot: bool = False):
+    "Train a VoiceClassifier on real espeak utterances (their log-mels and voice names); returns (model, metrics)."
+    torch.manual_seed(cfg.seed)
+    model = VoiceClassifier(cfg)
+    mean, std = data.mel_stats([u["mel"].float().T for u in train])
+    model.mean.copy_(mean.flatten()); model.std.copy_(std.flatten())
+    crops = VoiceCrops([u["mel"] for u in train], [cfg.voices.index(u["voice"]) for u in train], cfg.crop)
+    trainer = Trainer(model, cfg, crops, voice_id_loss, plot=plot, name="voice_id")
+    trainer.fit()
+    model.eval()
+    heard = [u for u in test if "wave" in u]
+    acc = on_rank0(voice_accuracy, model.predict, [audio_of(u) for u in heard], [u["voice"] for u in heard])   # once, on rank 0
+    return model, write_metrics(cfg, dict(voice_id_accuracy_espeak=acc), trainer, params=count_parameters(model))
+
+# %% ../nbs/30_stage_d.ipynb #5efb0486
+def load_voice_classifier(path: str | Path, device: str = "cpu") -> VoiceClassifier:
+    "A VoiceClassifier from a checkpoint file or its save dir."
+    path = find_checkpoint(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    known = set(VoiceIdConfig.__dataclass_fields__)
+    model = VoiceClassifier(VoiceIdConfig(**{k: v for k, v in state.get("config", {}).items() if k in known}))
+    load_checkpoint(path, model)
+    return model.to(pick_device(device)).eval()
+
 # %% ../nbs/30_stage_d.ipynb #1966343b
 def error_rates(refs: list[str], hyps: list[str]) -> dict:
     "Corpus CER and WER of hypotheses against references (both normalised like Stage B's transcripts)."
@@ -1193,6 +1304,7 @@ def error_rates(refs: list[str], hyps: list[str]) -> dict:
         we += edit_distance(r.split(), h.split()); wn += max(len(r.split()), 1)
     return dict(cer=ce / cn, wer=we / wn)
 
+# %% ../nbs/30_stage_d.ipynb #0762d6f0
 def asr_judge(cfg: TalkerConfig):
     """(name, transcribe(wave) -> text) from Stage B's checkpoint, or None when it is not there. `asr_dir="auto"`: this
     preset's Stage B save folder, beside the Talker's (never another preset's); else the folder or file it names."""
@@ -1208,6 +1320,7 @@ def asr_judge(cfg: TalkerConfig):
     model = audio.load_audio_encoder(f)
     return f"stage B ({shown_path(f)})", lambda w: audio.transcribe(w, data.SAMPLE_RATE, model=model)
 
+# %% ../nbs/30_stage_d.ipynb #2bfe2862
 def codec_resynth(codec: RVQCodec, wave: torch.Tensor, voice: int = 0, vocoder: Vocoder | None = None) -> torch.Tensor:
     "espeak audio -> log-mel -> codes -> log-mel -> sound (vocoder, else Griffin-Lim): what the codec alone keeps of a recording."
     return mel_to_audio(codec_mel(codec, data.log_mel(wave).T.contiguous(), voice), vocoder)
@@ -1217,6 +1330,7 @@ def reference_audio(u: dict, cfg: TalkerConfig) -> torch.Tensor:
     if "wave" in u: return u["wave"].float() / 32768
     return data.synthesize(u["text"], voice=u["voice"], rate=cfg.rate, pitch=cfg.pitch)[0]
 
+# %% ../nbs/30_stage_d.ipynb #1e7ff1f3
 def _compare(talker: Talker, u: dict, ref: torch.Tensor, mel: torch.Tensor, talker_wave: torch.Tensor, transcribe) -> dict:
     "Griffin-Lim against the vocoder, from the true log-mel and from the Talker's: MCD to espeak's audio and the judge's hearing."
     true_mel = u["mel"].float()
@@ -1226,6 +1340,7 @@ def _compare(talker: Talker, u: dict, ref: torch.Tensor, mel: torch.Tensor, talk
     out.update({f"hyp_{k}": transcribe(w) for k, w in waves.items() if k != "talker_vocoder"})    # that one is the row's `hyp`
     return out
 
+# %% ../nbs/30_stage_d.ipynb #5a2858a8
 def roundtrip(talker: Talker, utterances: list[dict], transcribe, batch_size: int = 16, n_compare: int = 0, voice_id=None) -> dict:
     """Speak each test utterance's text in its voice, transcribe, compare: round-trip CER/WER, the espeak floor (same judge
     on espeak's audio, same voice), the codec alone (espeak's audio through the codec), durations; per source and per
@@ -1245,6 +1360,7 @@ def roundtrip(talker: Talker, utterances: list[dict], transcribe, batch_size: in
             rows.append(row)
     return roundtrip_summary(rows)
 
+# %% ../nbs/30_stage_d.ipynb #b5ff168f
 def _rates(rows: list[dict], key: str) -> dict: return error_rates([r["text"] for r in rows], [r[key] for r in rows])
 
 def roundtrip_summary(rows: list[dict]) -> dict:
@@ -1315,6 +1431,7 @@ def train_talker(cfg: TalkerConfig, plot: bool = True, judge=None, corpus: dict 
     metrics["wall_time_s"] = round(time.time() - t_start, 1)
     return write_metrics(cfg, metrics, trainer, codec_dir=cfg.codec_dir, vocoder_dir=cfg.vocoder_dir)
 
+# %% ../nbs/30_stage_d.ipynb #7552e91f
 def roundtrip_metrics(talker: Talker, utterances: list[dict], judge, n_compare: int = 0, voice_id=None) -> dict:
     """The round-trip entries of metrics.json for test `utterances` (dicts with text, voice and source; None values when
     there is no judge), which decoder made the sound, and which of the Talker's voices the judge (Stage B) trained on."""
@@ -1328,12 +1445,14 @@ def roundtrip_metrics(talker: Talker, utterances: list[dict], judge, n_compare: 
     return dict(out, **{k: v for k, v in rt.items() if k not in ("waves", "samples")}, judge=judge[0], n_roundtrip=len(utterances),
                 samples=rt["samples"][:5])
 
+# %% ../nbs/30_stage_d.ipynb #f9148e62
 def talker_voice_accuracy(talker: Talker, utterances: list[dict], classify) -> float:
     "Share of the Talker's renderings of `utterances` (each in its voice) that `classify(wave)` gives the right voice."
     codes = speak_codes(talker, [u["text"] for u in utterances], voices=[u["voice"] for u in utterances])
     waves = [codes_to_wave(talker.codec, c, talker.voice_index(u["voice"]), vocoder_of(talker)) for u, c in zip(utterances, codes)]
     return voice_accuracy(classify, waves, [u["voice"] for u in utterances])
 
+# %% ../nbs/30_stage_d.ipynb #9454b332
 def evaluate_talker(cfg: TalkerConfig, judge=None) -> dict:
     "Re-measure the round trip of the trained Talker in `cfg.save_dir` (e.g. once Stage B has a checkpoint); updates metrics.json."
     talker = load_talker(cfg.save_dir, device=cfg.device, codec_dir=cfg.codec_dir)
@@ -1346,7 +1465,13 @@ def evaluate_talker(cfg: TalkerConfig, judge=None) -> dict:
     atomic_write_json(metrics, path)
     return metrics
 
-# %% ../nbs/30_stage_d.ipynb #1555c54f
+# %% ../nbs/30_stage_d.ipynb #5d100e54
+def count_samples(cfg: TalkerConfig) -> int:
+    "Talker training utterances per epoch of `cfg` (its `n_train`: one rendered utterance per training sentence)."
+    if cfg.n_train < 1: raise ValueError(f"talker config: n_train must be >= 1, got {cfg.n_train}")
+    return cfg.n_train
+
+# %% ../nbs/30_stage_d.ipynb #fd81c382
 def _bench_batch(cfg: TalkerConfig, n_phones: int, seconds: float, device) -> dict:
     "A `collate_talker`-shaped batch of `cfg.batch_size` random utterances of `seconds` (about 10 mel frames per phoneme)."
     B, L = cfg.batch_size, max(1, int(seconds * cfg.frame_rate))
@@ -1357,47 +1482,7 @@ def _bench_batch(cfg: TalkerConfig, n_phones: int, seconds: float, device) -> di
                  codes=torch.randint(0, cfg.codebook_size, (B, L, cfg.codebooks)), code_mask=torch.ones(B, L, dtype=torch.bool))
     return {k: v.to(device) for k, v in batch.items()}
 
-BENCH_SHORT = "The quick brown fox jumps over the lazy dog."
-BENCH_LONG = ("When the morning train finally pulled into the station, the tired travellers gathered their bags, thanked the "
-              "friendly conductor, and walked slowly into the bright and busy square, where the market stalls were already "
-              "selling fresh bread, fruit and flowers.")                          # 40 words
-
-def stream_timing(talker: Talker, text: str, voice: str | None = None, threads: int = 2, repeats: int = 3) -> dict:
-    """`speak(text, stream=True)` with `threads` CPU threads allowed (on a CPU the stream's small steps use one of them,
-    see `one_thread`), after one warm-up: time to the first chunk and real-time factor (seconds of compute per second of
-    audio), the median of `repeats` runs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for _ in speak(BENCH_SHORT, talker, voice=voice, stream=True): pass
-        runs = []
-        for _ in range(repeats):
-            t0, first, samples = time.perf_counter(), None, 0
-            for chunk in speak(text, talker, voice=voice, stream=True):
-                first = time.perf_counter() - t0 if first is None else first
-                samples += len(chunk)
-            runs.append((first, time.perf_counter() - t0, samples / data.SAMPLE_RATE))
-    finally: torch.set_num_threads(n)
-    first, total, audio = sorted(runs)[len(runs) // 2]
-    return dict(ttfa_s=round(first, 4), rtf=round(total / audio, 4), audio_s=round(audio, 2), words=len(text.split()))
-
-def stream_difference(talker: Talker, text: str = BENCH_SHORT, voice: str | None = None) -> float:
-    "Largest |streamed - whole| sample difference, as a share of the whole wave's peak."
-    whole = speak(text, talker, voice=voice)[0]
-    streamed = torch.cat(list(speak(text, talker, voice=voice, stream=True)))
-    if streamed.shape != whole.shape: raise AssertionError(f"streamed {tuple(streamed.shape)} samples, whole {tuple(whole.shape)}")
-    return float((streamed - whole).abs().max() / whole.abs().max().clamp_min(1e-9))
-
-def stream_threads(talker: Talker, threads: int) -> int:
-    "CPU threads the stream really computes on: one on a CPU (`one_thread`), else the `threads` allowed."
-    return 1 if next(talker.parameters()).device.type == "cpu" else threads
-
-def stream_metrics(talker: Talker, threads: int = 2) -> dict:
-    "Streaming figures for metrics.json: time to first audio and RTF for a short and a 40-word sentence, and stream = whole."
-    short, long = stream_timing(talker, BENCH_SHORT, threads=threads), stream_timing(talker, BENCH_LONG, threads=threads)
-    return dict(ttfa_s_short=short["ttfa_s"], rtf_short=short["rtf"], ttfa_s_long=long["ttfa_s"], rtf_long=long["rtf"],
-                audio_s_long=long["audio_s"], stream_threads=stream_threads(talker, threads), stream_max_rel_diff=stream_difference(talker))
-
+# %% ../nbs/30_stage_d.ipynb #a51bf293
 def bench(cfg: TalkerConfig | None = None, text: str = BENCH_SHORT, repeats: int = 3,
           train_steps: int = 3, seconds: float = 3.0) -> dict:
     """Training utterances/s of an untrained Talker on random `seconds`-long utterances (and its model FLOP utilisation),
