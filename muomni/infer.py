@@ -6,6 +6,7 @@
 from __future__ import annotations
 import base64, hashlib, html, io, json, os, shutil, sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -299,6 +300,40 @@ def _config(conf: dict, key: str, where, *path):
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{where}: bad {'.'.join((key, *path))} config ({e})") from None
 
+# %% ../nbs/32_inference.ipynb #879d52af
+def _export_tensors(d: Path, conf: dict) -> dict:
+    "The weights of the export in `d` (checked against their sha256), with every tied name pointing at the tensor it shares."
+    tensors = read_weights(d / conf["weights"], conf.get("sha256"))
+    for alias, name in (conf.get("tied") or {}).items():
+        if name not in tensors:
+            raise CheckpointError(f"{d / CONFIG}: tied name {alias!r} points at {name!r}, which is not in {conf['weights']}")
+        tensors[alias] = tensors[name]
+    return tensors
+
+def _export_char_lm(d: Path, conf: dict):
+    "The character LM the export in `d` names."
+    from muomni.audio import CharNgramLM
+    f = d / conf["char_lm"]
+    if not f.is_file(): raise FileNotFoundError(f"{d / CONFIG} names a character LM, {f.name}, that is not in {d}")
+    try: return CharNgramLM.from_state(json.loads(f.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError) as e: raise CheckpointError(f"{f}: not a character LM ({e})") from None
+
+# %% ../nbs/32_inference.ipynb #30c9354f
+def _export_talker(d: Path, conf: dict, tensors: dict) -> tuple:
+    "(Talker, codec, vocoder or None) of the export in `d`, their weights from `tensors`; (None, None, None) without a Talker."
+    from muomni import talker as T
+    where = d / CONFIG
+    if conf["talker"] is None: return None, None, None
+    if not isinstance(conf["talker"], dict) or "phones" not in conf["talker"]:
+        raise CheckpointError(f"{where}: missing key talker.phones")
+    talker = T.Talker(_config(conf, "talker", where, "config"), conf["talker"]["phones"])
+    codec = T.RVQCodec(_config(conf, "talker", where, "codec"))
+    load_part(talker, "talker", tensors, d / conf["weights"])
+    load_part(codec, "codec", tensors, d / conf["weights"])
+    vocoder = T.Vocoder(_config(conf, "talker", where, "vocoder")) if conf["talker"].get("vocoder") else None
+    if vocoder is not None: load_part(vocoder, "vocoder", tensors, d / conf["weights"])
+    return talker, codec, vocoder
+
 # %% ../nbs/32_inference.ipynb #deda1645
 def load_exported(out_dir, device: str = "auto") -> Omni:
     "The Omni `export_model` wrote to `out_dir` (eval mode, Talker attached when there was one)."
@@ -309,30 +344,12 @@ def load_exported(out_dir, device: str = "auto") -> Omni:
     d = resolve_path(out_dir)
     conf = read_export_config(d)
     where = d / CONFIG
-    tensors = read_weights(d / conf["weights"], conf.get("sha256"))
-    for alias, name in (conf.get("tied") or {}).items():
-        if name not in tensors:
-            raise CheckpointError(f"{where}: tied name {alias!r} points at {name!r}, which is not in {conf['weights']}")
-        tensors[alias] = tensors[name]
+    tensors = _export_tensors(d, conf)
     omni = Omni(_config(conf, "omni", where), Thinker(_config(conf, "thinker", where)), TextTokenizer.load(d / conf["tokenizer"]),
                 VisionClassifier(_config(conf, "vision", where)), AudioEncoder(_config(conf, "audio", where)))
     load_part(omni, "omni", tensors, d / conf["weights"])
-    if conf.get("char_lm"):
-        from muomni.audio import CharNgramLM
-        f = d / conf["char_lm"]
-        if not f.is_file(): raise FileNotFoundError(f"{where} names a character LM, {f.name}, that is not in {d}")
-        try: omni.char_lm = CharNgramLM.from_state(json.loads(f.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, KeyError, TypeError) as e: raise CheckpointError(f"{f}: not a character LM ({e})") from None
-    talker = None
-    if conf["talker"] is not None:
-        if not isinstance(conf["talker"], dict) or "phones" not in conf["talker"]:
-            raise CheckpointError(f"{where}: missing key talker.phones")
-        talker = T.Talker(_config(conf, "talker", where, "config"), conf["talker"]["phones"])
-        codec = T.RVQCodec(_config(conf, "talker", where, "codec"))
-        load_part(talker, "talker", tensors, d / conf["weights"])
-        load_part(codec, "codec", tensors, d / conf["weights"])
-        vocoder = T.Vocoder(_config(conf, "talker", where, "vocoder")) if conf["talker"].get("vocoder") else None
-        if vocoder is not None: load_part(vocoder, "vocoder", tensors, d / conf["weights"])
+    if conf.get("char_lm"): omni.char_lm = _export_char_lm(d, conf)
+    talker, codec, vocoder = _export_talker(d, conf, tensors)
     dev = pick_device(device)
     omni = omni.to(dev).eval()
     if talker is not None: omni._talker[0] = T.attach_vocoder(T.attach_codec(talker.to(dev).eval(), codec), vocoder)
@@ -365,12 +382,9 @@ def chat_command(session: ChatSession, line: str) -> tuple[str, str]:
         return "note", f"({cmd[1:]} {arg} attached to the next question)"
     return "error", f"unknown command {cmd}; /help lists them"
 
-# %% ../nbs/32_inference.ipynb #a1c0e044
-def _speak_path(path: Path, turn: int | None) -> Path:
-    return path if turn is None else path.with_name(f"{path.stem}_{turn}{path.suffix}")
-
-def chat_main(args) -> str | list[str]:
-    "`muomni chat`: one answer (printed; spoken into --speak), or an interactive session (the list of answers)."
+# %% ../nbs/32_inference.ipynb #6fa77281
+def _chat_setup(args) -> tuple:
+    "`muomni chat`'s arguments checked and its model loaded: (omni, sampling, image, audio, speak path or None, voice)."
     sampling = check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, getattr(args, "seed", None))
     image = read_image(args.image) if args.image else None
     audio = read_audio(args.audio) if args.audio else None
@@ -384,21 +398,26 @@ def chat_main(args) -> str | list[str]:
     if voice is not None:
         if speak is None: raise ValueError("--voice picks the voice of --speak: give --speak OUT.wav too")
         talker_of(omni).voice_index(voice)                      # an unknown voice fails now, naming the known ones
-    session = ChatSession(omni, **sampling)
-    def say(answer: str, turn: int | None) -> None:
-        print(answer, flush=True)
-        if speak is not None:
-            f = write_wave(_speak_path(speak, turn), *omni.speak(answer, voice=voice)) if answer.strip() else None
-            print(f"(spoken answer: {f})" if f else "(empty answer: nothing to speak)", file=sys.stderr)
-    if not (getattr(args, "interactive", False) or not (args.text or image is not None or audio is not None)):
-        answer = session.ask(args.text, image, audio)
-        say(answer, None)
-        return answer
-    session.image, session.audio = image, audio
+    return omni, sampling, image, audio, speak, voice
+
+# %% ../nbs/32_inference.ipynb #0422153f
+def _speak_path(path: Path, turn: int | None) -> Path:
+    return path if turn is None else path.with_name(f"{path.stem}_{turn}{path.suffix}")
+
+def _say(omni: Omni, answer: str, turn: int | None, speak: Path | None, voice: str | None) -> None:
+    "Print `answer`; with a `speak` path, also write it spoken (the file of `turn`) and name the file on stderr."
+    print(answer, flush=True)
+    if speak is not None:
+        f = write_wave(_speak_path(speak, turn), *omni.speak(answer, voice=voice)) if answer.strip() else None
+        print(f"(spoken answer: {f})" if f else "(empty answer: nothing to speak)", file=sys.stderr)
+
+# %% ../nbs/32_inference.ipynb #73bee975
+def _chat_loop(session: ChatSession, say, first: str | None = None) -> list[str]:
+    "An interactive chat: answer `first`, then each line read until /quit or the end of input; returns the answers."
     answers = []
     print("μOmni chat: type a question; /help lists the commands.", file=sys.stderr)
-    if args.text:
-        answers.append(session.ask(args.text)); say(answers[-1], len(answers))
+    if first:
+        answers.append(session.ask(first)); say(answers[-1], len(answers))
     while True:
         try: line = input("you> ") if sys.stdin.isatty() else sys.stdin.readline()
         except EOFError: break
@@ -409,6 +428,19 @@ def chat_main(args) -> str | list[str]:
         if kind == "answer": answers.append(text); say(text, len(answers))
         else: print(text if kind == "note" else f"error: {text}", file=sys.stderr)
     return answers
+
+# %% ../nbs/32_inference.ipynb #a1c0e044
+def chat_main(args) -> str | list[str]:
+    "`muomni chat`: one answer (printed; spoken into --speak), or an interactive session (the list of answers)."
+    omni, sampling, image, audio, speak, voice = _chat_setup(args)
+    session = ChatSession(omni, **sampling)
+    say = lambda answer, turn: _say(omni, answer, turn, speak, voice)
+    if not (getattr(args, "interactive", False) or not (args.text or image is not None or audio is not None)):
+        answer = session.ask(args.text, image, audio)
+        say(answer, None)
+        return answer
+    session.image, session.audio = image, audio
+    return _chat_loop(session, say, args.text)
 
 # %% ../nbs/32_inference.ipynb #a1c0e051
 EXAMPLE_PICTURES = {"red star on the left": ("star", "red", 1, "left", "large", "noise"),
@@ -449,11 +481,10 @@ def _upload(widget):
 def _html_output(html_text: str, plain: str) -> dict:
     return dict(output_type="display_data", data={"text/html": html_text, "text/plain": plain}, metadata={})
 
-# %% ../nbs/32_inference.ipynb #0d9987d0
-def chat_panel(omni: Omni, **sampling):
-    "An ipywidgets chat window for `omni` (returns the widget; `.session` holds the ChatSession)."
+# %% ../nbs/32_inference.ipynb #bf206f16
+def _panel_widgets(omni: Omni) -> SimpleNamespace:
+    "The chat panel's widgets, by name (not laid out, not wired): title, pic_up, pic_pick, wav_up, wav_pick, text, send, reset, speak, log, player."
     import ipywidgets as W
-    session = ChatSession(omni, **{"max_new_tokens": 32, **sampling})
     talks = has_talker(omni)
     title = W.HTML(f"<b>μOmni chat</b> &middot; {sum(p.numel() for p in omni.parameters()) / 1e6:.2f}M parameters"
                    f"{' &middot; speaks its answers' if talks else ' &middot; no Talker: text answers only'}")
@@ -466,34 +497,52 @@ def chat_panel(omni: Omni, **sampling):
     speak = W.Checkbox(value=talks, disabled=not talks, description="speak the answer", indent=False)
     log = W.Output(layout=W.Layout(border="1px solid #ccc", min_height="80px", max_height="420px", overflow="auto"))
     player = W.Audio(value=b"", format="wav", autoplay=False, controls=True)
+    return SimpleNamespace(title=title, pic_up=pic_up, pic_pick=pic_pick, wav_up=wav_up, wav_pick=wav_pick, text=text,
+                           send=send, reset=reset, speak=speak, log=log, player=player)
 
-    def show(html_text: str, plain: str): log.outputs = log.outputs + (_html_output(html_text, plain),)
+# %% ../nbs/32_inference.ipynb #80a2c8e2
+def _panel_attachments(w: SimpleNamespace) -> tuple:
+    "(image, audio, the speech's name) for Send: each the upload when there is one, else the picked example, else None."
+    pic_file, wav_file = _upload(w.pic_up), _upload(w.wav_up)
+    image = read_image(pic_file[1]) if pic_file else example_picture(w.pic_pick.value) if w.pic_pick.value != NONE else None
+    audio = read_audio(wav_file[1]) if wav_file else spoken_question(w.wav_pick.value) if w.wav_pick.value != NONE else None
+    return image, audio, wav_file[0] if wav_file else w.wav_pick.value
+
+def _question_html(question: str | None, image, audio, speech_name: str) -> str:
+    "The question's turn in the conversation: its text, a preview of its picture, its speech's name and length."
+    said = [html.escape(question or "")]
+    if image is not None: said.append(f'<br><img src="{png_data_url(image)}" style="margin:4px 0">')
+    if audio is not None: said.append(f"<br><i>(speech: {html.escape(speech_name)}, {len(audio) / 16000:.1f} s)</i>")
+    return f"<div><b>you:</b> {''.join(said)}</div>"
+
+# %% ../nbs/32_inference.ipynb #0d9987d0
+def chat_panel(omni: Omni, **sampling):
+    "An ipywidgets chat window for `omni` (returns the widget; `.session` holds the ChatSession)."
+    import ipywidgets as W
+    session = ChatSession(omni, **{"max_new_tokens": 32, **sampling})
+    w = _panel_widgets(omni)
+
+    def show(html_text: str, plain: str): w.log.outputs = w.log.outputs + (_html_output(html_text, plain),)
 
     def on_send(_=None):
         try:
-            pic_file, wav_file = _upload(pic_up), _upload(wav_up)
-            image = read_image(pic_file[1]) if pic_file else example_picture(pic_pick.value) if pic_pick.value != NONE else None
-            audio = read_audio(wav_file[1]) if wav_file else spoken_question(wav_pick.value) if wav_pick.value != NONE else None
-            question = text.value.strip() or None
+            image, audio, speech_name = _panel_attachments(w)
+            question = w.text.value.strip() or None
             answer = session.ask(question, image=image, audio=audio)
         except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
             show(f'<div style="color:#b00">error: {html.escape(str(e))}</div>', f"error: {e}"); return
-        said = [html.escape(question or "")]
-        if image is not None: said.append(f'<br><img src="{png_data_url(image)}" style="margin:4px 0">')
-        if audio is not None:
-            said.append(f"<br><i>(speech: {html.escape(wav_file[0] if wav_file else wav_pick.value)}, {len(audio) / 16000:.1f} s)</i>")
-        show(f"<div><b>you:</b> {''.join(said)}</div>", f"you: {question or ''}")
+        show(_question_html(question, image, audio, speech_name), f"you: {question or ''}")
         show(f"<div><b>μOmni:</b> {html.escape(answer) or '<i>(empty answer)</i>'}</div>", f"μOmni: {answer}")
-        if speak.value and answer.strip():
-            try: player.value = wav_bytes(*omni.speak(answer))
+        if w.speak.value and answer.strip():
+            try: w.player.value = wav_bytes(*omni.speak(answer))
             except (ValueError, RuntimeError) as e: show(f'<div style="color:#b00">speech: {html.escape(str(e))}</div>', str(e))
-        text.value, pic_up.value, wav_up.value, pic_pick.value, wav_pick.value = "", (), (), NONE, NONE
+        w.text.value, w.pic_up.value, w.wav_up.value, w.pic_pick.value, w.wav_pick.value = "", (), (), NONE, NONE
 
     def on_reset(_=None):
-        session.reset(); log.outputs = (); player.value = b""
+        session.reset(); w.log.outputs = (); w.player.value = b""
 
-    send.on_click(on_send); reset.on_click(on_reset)
-    panel = W.VBox([title, W.HBox([pic_up, pic_pick]), W.HBox([wav_up, wav_pick]), W.HBox([text, send, speak, reset]),
-                    log, player])
+    w.send.on_click(on_send); w.reset.on_click(on_reset)
+    panel = W.VBox([w.title, W.HBox([w.pic_up, w.pic_pick]), W.HBox([w.wav_up, w.wav_pick]),
+                    W.HBox([w.text, w.send, w.speak, w.reset]), w.log, w.player])
     panel.session = session
     return panel

@@ -34,11 +34,10 @@ __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QU
            'word_error_rate', 'nonempty', 'reply_budget', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder',
            'is_transcription_request', 'save_components', 'sft_omni', 'bench']
 
-# %% ../nbs/31_stage_e.ipynb #dc570593
-@register_config("omni")
+# %% ../nbs/31_stage_e.ipynb #0f494c59
 @dataclass
-class OmniConfig(TrainConfig):
-    "Stage E: which stage checkpoints to join, the projectors, and the SFT data mix."
+class _OmniParts(TrainConfig):
+    "Stage E's config, first group: the stage checkpoints to join, what the Thinker reads from the encoders, what trains."
     thinker: str = ""                # Stage A save folder or checkpoint ("": the preset's own)
     audio_encoder: str = ""          # Stage B
     vision_encoder: str = ""         # Stage C
@@ -54,6 +53,11 @@ class OmniConfig(TrainConfig):
                                      # sft_omni supports only this)
     freeze_thinker: bool = False     # train only the projectors
     projector_lr_mult: float = 1.0   # projectors learn at lr * this
+
+# %% ../nbs/31_stage_e.ipynb #d4d9fe9e
+@dataclass
+class _OmniMix(_OmniParts):
+    "Stage E's config, second group: the SFT data mix."
     n_shape_images: int = 2000       # training pictures for typed shape questions
     questions_per_image: int = 2
     n_captions: int = 500
@@ -66,6 +70,11 @@ class OmniConfig(TrainConfig):
     typed_capitals: float = 0.5      # share of typed questions and prompts written with a capital first letter
     text_fraction: float = 0.15      # share of plain-text windows in the training mix
     text_window: int = 128           # tokens per plain-text window
+
+# %% ../nbs/31_stage_e.ipynb #9d6be6a0
+@dataclass
+class _OmniEval(_OmniMix):
+    "Stage E's config, third group: the held-out sets and the generation budgets."
     n_val_images: int = 400          # held-out pictures for typed questions
     n_val_spoken: int = 300          # held-out spoken questions (held-out voices), in trained wordings; as many in held-out ones
     n_val_out_of_scope: int = 50     # held-out prompts of each out-of-scope kind
@@ -76,6 +85,12 @@ class OmniConfig(TrainConfig):
     eval_limit: int = 100            # tune items watched at each periodic validation (the test sets are scored once, at the end)
     answer_tokens: int = 12          # generation budget for short answers
     transcript_tokens: int = 48      # ... and for transcripts
+
+# %% ../nbs/31_stage_e.ipynb #dc570593
+@register_config("omni")
+@dataclass
+class OmniConfig(_OmniEval):
+    "Stage E: which stage checkpoints to join, the projectors, and the SFT data mix."
     audio_positions: str = "sequential"  # sequential: RoPE positions 0, 1, 2, ...; aligned: a reply to a turn with audio
                                      # is placed at the audio's own positions (+ align_gap), so the j-th reply token sits
                                      # a fixed distance after the j-th audio token
@@ -681,21 +696,16 @@ def _offsets(groups: dict) -> dict:
     for k, items in groups.items(): out[k], pos = pos, pos + len(items)
     return out
 
-# %% ../nbs/31_stage_e.ipynb #77a092c1
-def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
-    """Training examples and prompt sets for Stage E, with their feature banks, all from the split registry.
-    Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_heldout_wording,
-    vqa_combo, spoken, spoken_heldout_wording, out_of_scope, asr, digits, and on the renderer variant vqa_variant,
-    vqa_variant_heldout_wording, spoken_variant_heldout_wording}: prompt items scored once, text=(test
-    windows, n_chars), info, speech: Stage B's manifests, spoken: the manifests of the spoken questions, test_ctc:
-    Stage B's CTC log-probabilities of the test ASR clips, for the joint decoder)."""
-    from muomni import data as D, audio as B
-    t0, rng, tok = time.time(), random.Random(cfg.seed), omni.tokenizer
-    questions = D.split_registry(cfg.data_dir)["questions"]
-    table, trained, held = questions["wordings"], questions["train"], questions["test"]
-    n_oos = {"train": cfg.n_out_of_scope, "test": cfg.n_val_out_of_scope}
-    # pictures -> one image bank
-    size = max(64, omni.vision.encoder.img_size)
+# %% ../nbs/31_stage_e.ipynb #da5073b5
+def _n_out_of_scope(cfg: OmniConfig) -> dict:
+    "Examples of each out-of-scope kind, per split."
+    return {"train": cfg.n_out_of_scope, "test": cfg.n_val_out_of_scope}
+
+# %% ../nbs/31_stage_e.ipynb #c72e6176
+def _sft_images(cfg: OmniConfig, omni: Omni) -> tuple[dict, dict, dict, torch.Tensor]:
+    "Step 1: (shape pictures per split, digits per split, where each picture group starts in the bank, the image bank)."
+    from muomni import data as D
+    size, n_oos = max(64, omni.vision.encoder.img_size), _n_out_of_scope(cfg)
     shapes = D.shapes_splits(cfg.n_shape_images, cfg.n_val_images, image_size=size, n_combo=max(1, cfg.n_val_images // 2),
                              n_tune=cfg.eval_limit, n_variant=cfg.n_val_images)
     digits = {s: D.digits_dataset(split=s, data_dir=cfg.data_dir)[:n] for s, n in (("train", cfg.n_digits), ("test", cfg.n_val_digits))}
@@ -705,75 +715,142 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
                   test_combo=shapes["test_combo"], test_digits=digits["test"], empty_train=empty["train"], empty_test=empty["test"],
                   test_variant=shapes["test_variant"])
     offset = _offsets(groups)
-    images = image_bank(omni, [it["image"] for items in groups.values() for it in items])
-    t_img = time.time() - t0
-    # speech: Stage B's own sets (transcribe), shape questions spoken by the registry's train and test voices, no-speech clips
+    return shapes, digits, offset, image_bank(omni, [it["image"] for items in groups.values() for it in items])
+
+# %% ../nbs/31_stage_e.ipynb #fe70f157
+_SPOKEN_FOLDERS = dict(spoken="test", spoken_heldout_wording="test_heldout_wording",
+                       spoken_variant_heldout_wording="test_variant_heldout_wording")    # spoken test set -> its clips' folder
+
+def _spoken_sets(cfg: OmniConfig, shapes: dict, offset: dict, rng: random.Random, questions: dict) -> tuple[list, list, dict]:
+    "(training records, the distinct training questions to render, {test set: records}) of the spoken questions."
+    table, trained, held = questions["wordings"], questions["train"], questions["test"]
+    train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, trained, table, cfg.n_spoken_questions)
+    test = {name: spoken_records(shapes[pics], offset[pics], cfg.n_val_spoken, rng, w, table)[0]
+            for name, pics, w in (("spoken", "test", trained), ("spoken_heldout_wording", "test", held),
+                                  ("spoken_variant_heldout_wording", "test_variant", held))}
+    return train, q_train, test
+
+# %% ../nbs/31_stage_e.ipynb #e9dd4740
+def _spoken_mels(cfg: OmniConfig, rendered: list[str], spoken_test: dict, voices: dict, root: Path) -> dict:
+    "{group: log-mels} of the spoken questions: `rendered` by the training voices, each test set's by the test voices."
+    return dict(spoken_train=spoken_clips(rendered, voices["train"], root / "train", cfg.seed),
+                **{name: spoken_clips([r["question"] for r in recs], voices["test"], root / _SPOKEN_FOLDERS[name], cfg.seed + 1 + k)
+                   for k, (name, recs) in enumerate(spoken_test.items())})
+
+# %% ../nbs/31_stage_e.ipynb #bf100023
+def _sft_sounds(cfg: OmniConfig, omni: Omni, shapes: dict, offset: dict, rng: random.Random, questions: dict) -> dict:
+    """Step 2: dict(speech, asr: Stage B's speech sets; voices, root, spoken_train, q_train, rendered, spoken_test: the spoken
+    questions; aoff: where each clip group starts in the bank; audio: the bank; test_ctc: CTC log-probs of the test clips)."""
+    from muomni import data as D, audio as B
     speech = D.speech_splits(cfg.preset, data_dir=cfg.data_dir, seed=getattr(omni.audio.cfg, "data_seed", 0), progress=False)
     asr = {s: B.cached_features(speech[s], max_items=n) for s, n in (("train", cfg.n_asr), ("tune", cfg.eval_limit), ("test", cfg.n_val_asr))}
     voices = spoken_voices(cfg)
     root = D.data_root(cfg.data_dir) / "omni" / f"spoken_{D.params_digest(dict(voices=voices, seed=cfg.seed))}"
-    spoken_train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, trained, table, cfg.n_spoken_questions)
-    spoken_test = {name: spoken_records(shapes[pics], offset[pics], cfg.n_val_spoken, rng, w, table)[0]
-                   for name, pics, w in (("spoken", "test", trained), ("spoken_heldout_wording", "test", held),
-                                         ("spoken_variant_heldout_wording", "test_variant", held))}
+    spoken_train, q_train, spoken_test = _spoken_sets(cfg, shapes, offset, rng, questions)
     rendered = [q for q in q_train for _ in range(cfg.spoken_renderings)]
-    folders = dict(spoken="test", spoken_heldout_wording="test_heldout_wording", spoken_variant_heldout_wording="test_variant_heldout_wording")
-    mels_spoken = dict(spoken_train=spoken_clips(rendered, voices["train"], root / "train", cfg.seed),
-                       **{name: spoken_clips([r["question"] for r in recs], voices["test"], root / folders[name], cfg.seed + 1 + k)
-                          for k, (name, recs) in enumerate(spoken_test.items())})
-    silent = {s: [B.wave_to_mel(no_speech_wave(np.random.default_rng([cfg.seed, 32, k, j]))) for j in range(n_oos[s])]
-              for k, s in enumerate(("train", "test"))}
+    mels_spoken = _spoken_mels(cfg, rendered, spoken_test, voices, root)
+    silent = {s: [B.wave_to_mel(no_speech_wave(np.random.default_rng([cfg.seed, 32, k, j]))) for j in range(n)]
+              for k, (s, n) in enumerate(_n_out_of_scope(cfg).items())}
     mel_groups = dict(asr_train=asr["train"]["mels"], asr_tune=asr["tune"]["mels"], asr_test=asr["test"]["mels"], **mels_spoken,
                       silent_train=silent["train"], silent_test=silent["test"])
     aoff = _offsets(mel_groups)
     audio = audio_bank_from_mels(omni, [m for ms in mel_groups.values() for m in ms])
     test_ctc = map_mels(omni, asr["test"]["mels"], omni.ctc_log_probs) if cfg.asr_decoder == "joint" else None
-    t_audio = time.time() - t0 - t_img
-    # records
-    train = shape_records(shapes["train"], offset["train"], cfg.questions_per_image, rng, trained, table, capitals=cfg.typed_capitals)
+    return dict(speech=speech, asr=asr, voices=voices, root=root, spoken_train=spoken_train, q_train=q_train, rendered=rendered,
+                spoken_test=spoken_test, aoff=aoff, audio=audio, test_ctc=test_ctc)
+
+# %% ../nbs/31_stage_e.ipynb #c193eda3
+def _out_of_scope_split(cfg: OmniConfig, split: str, rng: random.Random, questions: dict, shapes: dict, offset: dict, aoff: dict,
+                        asr_prompts: list[str]) -> list[dict]:
+    "The out-of-scope records of `split` (train or test), pointing at its shape pictures, empty pictures and no-speech clips."
+    n = _n_out_of_scope(cfg)[split]
+    return out_of_scope_records(split, n, rng, questions, (offset[split], shapes[split]), (offset[f"empty_{split}"], n),
+                                (aoff[f"silent_{split}"], n), asr_prompts, cfg.typed_capitals)
+
+# %% ../nbs/31_stage_e.ipynb #f660c872
+def _train_records(cfg: OmniConfig, rng: random.Random, questions: dict, shapes: dict, digits: dict, offset: dict, snd: dict) -> list[dict]:
+    "Step 3: the training records: typed questions, captions, digits, transcriptions, spoken questions, out of scope."
+    aoff, trained = snd["aoff"], questions["train"]
+    train = shape_records(shapes["train"], offset["train"], cfg.questions_per_image, rng, trained, questions["wordings"],
+                          capitals=cfg.typed_capitals)
     train += [dict(image=offset["train"] + i, audio=-1, text=PROMPTS["caption"], answer=shapes["train"][i]["caption"], kind="caption",
                    type="caption") for i in caption_pictures(cfg)]
     train += [dict(image=offset["digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit", type="digit")
               for i, it in enumerate(digits["train"])]
     asr_wordings = [PROMPTS["asr"], *cfg.asr_paraphrases]
     train += [dict(image=-1, audio=aoff["asr_train"] + i, text=asr_wordings[0] if len(asr_wordings) == 1 else rng.choice(asr_wordings),
-                   answer=t, kind="asr", type="asr") for i, t in enumerate(asr["train"]["texts"]) if t]
+                   answer=t, kind="asr", type="asr") for i, t in enumerate(snd["asr"]["train"]["texts"]) if t]
     renderings = {}
-    for j, q in enumerate(rendered): renderings.setdefault(q, []).append(aoff["spoken_train"] + j)
-    train += [dict(r, audio=rng.choice(renderings[r["question"]])) for r in spoken_train]
-    for name, recs in spoken_test.items(): spoken_test[name] = [dict(r, audio=aoff[name] + j) for j, r in enumerate(recs)]
-    oos = lambda split, pictures, asr_prompts: out_of_scope_records(
-        split, n_oos[split], rng, questions, (offset[pictures], shapes[pictures]), (offset[f"empty_{split}"], n_oos[split]),
-        (aoff[f"silent_{split}"], n_oos[split]), asr_prompts, cfg.typed_capitals)
-    train += oos("train", "train", asr_wordings)
+    for j, q in enumerate(snd["rendered"]): renderings.setdefault(q, []).append(aoff["spoken_train"] + j)
+    train += [dict(r, audio=rng.choice(renderings[r["question"]])) for r in snd["spoken_train"]]
+    return train + _out_of_scope_split(cfg, "train", rng, questions, shapes, offset, aoff, asr_wordings)
+
+# %% ../nbs/31_stage_e.ipynb #ee5acfca
+def _prompt_sets(cfg: OmniConfig, rng: random.Random, questions: dict, shapes: dict, digits: dict, offset: dict, snd: dict) -> tuple[dict, dict]:
+    "Step 3: (tune, test): {set name: records} watched while training, and scored once at the end."
+    table, trained, held, aoff = questions["wordings"], questions["train"], questions["test"], snd["aoff"]
+    spoken = {name: [dict(r, audio=aoff[name] + j) for j, r in enumerate(recs)] for name, recs in snd["spoken_test"].items()}
     asr_items = lambda split: [dict(image=-1, audio=aoff[f"asr_{split}"] + i, text=PROMPTS["asr"], answer=t, kind="asr", type="asr")
-                               for i, t in enumerate(asr[split]["texts"])]
+                               for i, t in enumerate(snd["asr"][split]["texts"])]
     vqa = lambda split, wordings, kind="vqa": shape_records(shapes[split], offset[split], 0, rng, wordings, table, kind, cfg.typed_capitals)
     tune = dict(vqa=vqa("tune", trained), asr=asr_items("tune"))
     test = dict(vqa=vqa("test", trained), vqa_heldout_wording=vqa("test", held), vqa_combo=vqa("test_combo", trained, "vqa_combo"),
-                vqa_variant=vqa("test_variant", trained), vqa_variant_heldout_wording=vqa("test_variant", held),
-                **spoken_test, out_of_scope=oos("test", "test", [PROMPTS["asr"]]), asr=asr_items("test"),
+                vqa_variant=vqa("test_variant", trained), vqa_variant_heldout_wording=vqa("test_variant", held), **spoken,
+                out_of_scope=_out_of_scope_split(cfg, "test", rng, questions, shapes, offset, aoff, [PROMPTS["asr"]]),
+                asr=asr_items("test"),
                 digits=[dict(image=offset["test_digits"] + i, audio=-1, text=PROMPTS["digit"], answer=str(it["label"]), kind="digit",
                              type="digit") for i, it in enumerate(digits["test"])])
-    n_img, chars = omni.n_image_tokens, cfg.asr_target == "chars"
-    examples = [record_example(tok, r, n_img, audio, char_level=chars and (r["kind"] == "asr" or r.get("transcript", False))) for r in train]
-    prompts = lambda sets: {k: [record_example(tok, r, n_img, audio, prompt_only=True) for r in v] for k, v in sets.items()}
-    # plain text keeps the Thinker's language
+    return tune, test
+
+# %% ../nbs/31_stage_e.ipynb #fb869fde
+def _text_examples(cfg: OmniConfig, omni: Omni, rng: random.Random, n_examples: int) -> tuple[list[dict], list, int]:
+    "Step 4: (plain-text examples to add to `n_examples` others, Stage A's test windows, their character count)."
     train_ids, windows, n_chars = _stage_text(cfg, omni)
-    n_text = round(cfg.text_fraction / max(1e-9, 1 - cfg.text_fraction) * len(examples)) if cfg.text_fraction > 0 else 0
+    n_text = round(cfg.text_fraction / max(1e-9, 1 - cfg.text_fraction) * n_examples) if cfg.text_fraction > 0 else 0
     W = min(cfg.text_window, len(train_ids) - 1)
+    examples = []
     for s in (rng.randrange(len(train_ids) - W) for _ in range(n_text)):
         w = train_ids[s:s + W].tolist()
         examples.append(dict(ids=w, labels=w, image=-1, audio=-1, kind="text", type="text"))
+    return examples, windows, n_chars
+
+# %% ../nbs/31_stage_e.ipynb #9572c944
+def _sft_info(examples: list[dict], test: dict, images: torch.Tensor, snd: dict, questions: dict, n_img: int, **seconds) -> dict:
+    "The counts of what `build_sft_data` built (and `seconds`: how long its steps took)."
     counts = {k: sum(e["kind"] == k for e in examples) for k in ("vqa", "caption", "digit", "asr", "spoken", "out_of_scope", "text")}
-    info = dict(train_examples=len(examples), **{f"train_{k}": v for k, v in counts.items()},
-                **{f"test_{k}": len(v) for k, v in test.items()}, image_tokens=n_img, images=len(images), clips=len(audio),
-                train_voices=len(voices["train"]), test_voices=len(voices["test"]), trained_wordings=len(trained),
-                heldout_wordings=len(held), spoken_questions=len(q_train), image_encode_s=round(t_img, 1),
-                audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
+    return dict(train_examples=len(examples), **{f"train_{k}": v for k, v in counts.items()},
+                **{f"test_{k}": len(v) for k, v in test.items()}, image_tokens=n_img, images=len(images), clips=len(snd["audio"]),
+                train_voices=len(snd["voices"]["train"]), test_voices=len(snd["voices"]["test"]),
+                trained_wordings=len(questions["train"]), heldout_wordings=len(questions["test"]),
+                spoken_questions=len(snd["q_train"]), **seconds)
+
+# %% ../nbs/31_stage_e.ipynb #77a092c1
+def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
+    """Training examples and prompt sets for Stage E, with their feature banks, all from the split registry.
+    Returns dict(train=SFTData, tune={vqa, asr}: prompt items watched while training, test={vqa, vqa_heldout_wording,
+    vqa_combo, spoken, spoken_heldout_wording, out_of_scope, asr, digits, and on the renderer variant vqa_variant,
+    vqa_variant_heldout_wording, spoken_variant_heldout_wording}: prompt items scored once, text=(test
+    windows, n_chars), info, speech: Stage B's manifests, spoken: the manifests of the spoken questions, test_ctc:
+    Stage B's CTC log-probabilities of the test ASR clips, for the joint decoder)."""
+    from muomni.data import split_registry
+    t0, rng, tok = time.time(), random.Random(cfg.seed), omni.tokenizer
+    questions = split_registry(cfg.data_dir)["questions"]
+    shapes, digits, offset, images = _sft_images(cfg, omni)                                       # 1. pictures
+    t_img = time.time() - t0
+    snd = _sft_sounds(cfg, omni, shapes, offset, rng, questions)                                   # 2. sounds
+    t_audio = time.time() - t0 - t_img
+    train = _train_records(cfg, rng, questions, shapes, digits, offset, snd)                       # 3. records
+    tune, test = _prompt_sets(cfg, rng, questions, shapes, digits, offset, snd)
+    n_img, chars, audio = omni.n_image_tokens, cfg.asr_target == "chars", snd["audio"]
+    examples = [record_example(tok, r, n_img, audio, char_level=chars and (r["kind"] == "asr" or r.get("transcript", False))) for r in train]
+    prompts = lambda sets: {k: [record_example(tok, r, n_img, audio, prompt_only=True) for r in v] for k, v in sets.items()}
+    text, windows, n_chars = _text_examples(cfg, omni, rng, len(examples))                        # 4. plain text
+    examples += text
+    info = _sft_info(examples, test, images, snd, questions, n_img, image_encode_s=round(t_img, 1),
+                     audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
     return dict(train=SFTData(examples, images, audio, tok.pad_id), tune=prompts(tune), test=prompts(test), text=(windows, n_chars),
-                info=info, speech=speech, test_ctc=test_ctc,
-                spoken={s: root / s / "manifest.csv" for s in ("train", *folders.values())})
+                info=info, speech=snd["speech"], test_ctc=snd["test_ctc"],
+                spoken={s: snd["root"] / s / "manifest.csv" for s in ("train", *_SPOKEN_FOLDERS.values())})
 
 # %% ../nbs/31_stage_e.ipynb #6a1c0e04
 def count_samples(cfg: OmniConfig) -> int:
@@ -784,6 +861,88 @@ def count_samples(cfg: OmniConfig) -> int:
     n += len(OUT_OF_SCOPE_KINDS) * cfg.n_out_of_scope
     return n + (round(cfg.text_fraction / (1 - cfg.text_fraction) * n) if 0 < cfg.text_fraction < 1 else 0)
 
+# %% ../nbs/31_stage_e.ipynb #66149ed0
+def _joint_settings(omni: Omni, beam_size, ctc_weight, lm_weight, length_bonus, lm) -> tuple:
+    "(beam_size, ctc_weight, lm_weight, length_bonus, lm), the unset ones from `omni.cfg`; without a character LM its weight is 0."
+    c = omni.cfg
+    lm = omni.char_lm if lm is None else lm
+    lm_weight = 0.0 if lm is None else c.asr_lm_weight if lm_weight is None else lm_weight
+    return (beam_size or c.asr_beam, c.asr_ctc_weight if ctc_weight is None else ctc_weight, lm_weight,
+            c.asr_length_bonus if length_bonus is None else length_bonus, lm)
+
+def _prefill(omni: Omni, batch: dict) -> tuple:
+    "Run the Thinker over a one-row prompt batch: (its next-token logits, the KV cache, the attention mask, the next position)."
+    from muomni.thinker import KVCache
+    from muomni.core import to_device
+    th, batch = omni.thinker, to_device(batch, omni.device)
+    x = omni.embed(batch["ids"], batch["image_slots"], batch.get("image_feats"), batch["audio_slots"], batch.get("audio_feats"))
+    pos = omni.positions(batch["ids"], batch["attention_mask"], batch["audio_slots"])
+    if pos is None: pos = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    cache = KVCache(len(th.blocks))
+    logits = th(inputs_embeds=x, attention_mask=batch["attention_mask"], cache=cache, last_only=True, position_ids=pos)[:, -1]
+    return logits, cache, batch["attention_mask"], int(pos[0, -1]) + 1
+
+# %% ../nbs/31_stage_e.ipynb #041399b6
+class _JointSearch:
+    "The live hypotheses of a joint beam search, with the weights and Stage B's CTC prefix scorer and character LM they use."
+    def __init__(self, ctc_log_probs: torch.Tensor, ctc_weight: float, lm_weight: float, length_bonus: float, lm=None):
+        from muomni.audio import CTCPrefixScorer, BLANK
+        from muomni.data import CHARSET
+        self.w, self.lm_weight, self.length_bonus, self.lm = ctc_weight, lm_weight, length_bonus, lm
+        self.ctc_ids, self.C, self.space = torch.arange(1, len(CHARSET) + 1), len(CHARSET), CHARSET.index(" ")   # the characters' CTC symbols
+        self.scorer = CTCPrefixScorer(ctc_log_probs, BLANK)
+        self.r_n, self.r_b = self.scorer.initial(1)
+        self.last, self.texts = torch.tensor([-1]), [""]
+        self.th_sum, self.lm_sum = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+
+@patch
+def lm_scores(self: _JointSearch) -> tuple[torch.Tensor, torch.Tensor]:
+    "The character LM's log-probability of each next character, and of the end, after each hypothesis (zeros without an LM)."
+    from muomni.data import CHARSET
+    n = len(self.texts)
+    if not self.lm_weight: return torch.zeros(n, self.C, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    return (torch.tensor([[self.lm.logp(t, ch) for ch in CHARSET] for t in self.texts], dtype=torch.float64),
+            torch.tensor([self.lm.logp(t, "$") for t in self.texts], dtype=torch.float64))
+
+# %% ../nbs/31_stage_e.ipynb #9ef92884
+@patch
+def scores(self: _JointSearch, lt_c: torch.Tensor, lt_end: torch.Tensor, last_step: bool = False) -> tuple:
+    """(grow, end, lm_c): the scores of each hypothesis plus each character and of each hypothesis ended, given the Thinker's
+    log-probabilities of the characters (`lt_c`) and of <|end|> (`lt_end`); lm_c: the LM's character log-probabilities."""
+    w, lm_weight, bonus = self.w, self.lm_weight, self.length_bonus
+    lm_c, lm_end = self.lm_scores()
+    n = len(self.texts[0])
+    grow = ((1 - w) * (self.th_sum[:, None] + lt_c) + w * self.scorer.scores(self.r_n, self.r_b, self.last, self.ctc_ids)
+            + lm_weight * (self.lm_sum[:, None] + lm_c) + bonus * (n + 1))
+    end = (1 - w) * (self.th_sum + lt_end) + w * self.scorer.final(self.r_n, self.r_b) + lm_weight * (self.lm_sum + lm_end) + bonus * n
+    trailing = torch.tensor([t == "" or t.endswith(" ") for t in self.texts])
+    grow[:, self.space] = grow[:, self.space].masked_fill(trailing, -math.inf)      # no leading, double or final spaces
+    end = end.masked_fill(trailing & (n > 0), -math.inf)
+    if last_step: grow.fill_(-math.inf)
+    return grow, end, lm_c
+
+# %% ../nbs/31_stage_e.ipynb #d5bb65cb
+@patch
+def keep_best(self: _JointSearch, grow: torch.Tensor, end: torch.Tensor, beam_size: int, finished: list) -> list[tuple[int, int]]:
+    "The `beam_size` best candidates: endings are appended to `finished` as (score, text); returns the live ones as (parent, character)."
+    flat = torch.cat([grow.flatten(), end])
+    top = flat.topk(min(beam_size, int(torch.isfinite(flat).sum())))
+    live = []
+    for s, i in zip(top.values.tolist(), top.indices.tolist()):
+        if i >= grow.numel(): finished.append((s, self.texts[i - grow.numel()]))
+        else: live.append(divmod(i, self.C))
+    return live
+
+@patch
+def advance(self: _JointSearch, live: list[tuple[int, int]], lt_c: torch.Tensor, lm_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Make the `live` (parent, character) pairs the hypotheses; returns (parent, character) as tensors."
+    from muomni.data import CHARSET
+    parent, ch = torch.tensor([p for p, _ in live]), torch.tensor([k for _, k in live])
+    self.th_sum, self.lm_sum = self.th_sum[parent] + lt_c[parent, ch], self.lm_sum[parent] + lm_c[parent, ch]
+    self.r_n, self.r_b = self.scorer.advance(self.r_n[parent], self.r_b[parent], self.last[parent], self.ctc_ids[ch])
+    self.last, self.texts = self.ctc_ids[ch], [self.texts[p] + CHARSET[k] for p, k in live]
+    return parent, ch
+
 # %% ../nbs/31_stage_e.ipynb #20d93324
 @torch.no_grad()
 def joint_transcribe(omni: Omni, batch: dict, ctc_log_probs: torch.Tensor, beam_size: int | None = None,
@@ -792,62 +951,26 @@ def joint_transcribe(omni: Omni, batch: dict, ctc_log_probs: torch.Tensor, beam_
     """The transcript of the audio in a one-row prompt batch (ending at <|assistant|>), written one character at a time
     by a beam search over the Thinker, Stage B's CTC prefix scores on `ctc_log_probs` (frames, len(VOCAB)) and the
     character LM (`lm`, default `omni.char_lm`). Unset weights come from `omni.cfg` (asr_beam, asr_ctc_weight, ...)."""
-    from muomni.thinker import KVCache
-    from muomni.audio import CTCPrefixScorer, BLANK
     from muomni.data import CHARSET
-    from muomni.core import to_device
-    c = omni.cfg
-    beam_size, w = beam_size or c.asr_beam, c.asr_ctc_weight if ctc_weight is None else ctc_weight
-    lm_weight = c.asr_lm_weight if lm_weight is None else lm_weight
-    length_bonus = c.asr_length_bonus if length_bonus is None else length_bonus
-    lm = omni.char_lm if lm is None else lm
-    if lm is None: lm_weight = 0.0
-    th, batch = omni.thinker, to_device(batch, omni.device)
-    x = omni.embed(batch["ids"], batch["image_slots"], batch.get("image_feats"), batch["audio_slots"], batch.get("audio_feats"))
-    pos = omni.positions(batch["ids"], batch["attention_mask"], batch["audio_slots"])
-    if pos is None: pos = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    cache = KVCache(len(th.blocks))
-    logits = th(inputs_embeds=x, attention_mask=batch["attention_mask"], cache=cache, last_only=True, position_ids=pos)[:, -1]
-    mask, next_pos = batch["attention_mask"], int(pos[0, -1]) + 1
+    beam_size, w, lm_weight, length_bonus, lm = _joint_settings(omni, beam_size, ctc_weight, lm_weight, length_bonus, lm)
+    logits, cache, mask, next_pos = _prefill(omni, batch)
     char_tok = torch.tensor([omni.tokenizer.encode(ch)[0] for ch in CHARSET])           # one Thinker token per character
-    ctc_ids, C, space = torch.arange(1, len(CHARSET) + 1), len(CHARSET), CHARSET.index(" ")   # their CTC symbols
-    scorer = CTCPrefixScorer(ctc_log_probs, BLANK)
-    max_len = min(max_len or scorer.T, scorer.T)                 # CTC writes at most one character per frame
-    r_n, r_b = scorer.initial(1)
-    last, texts = torch.tensor([-1]), [""]
-    th_sum, lm_sum, finished = torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), []
+    search = _JointSearch(ctc_log_probs, w, lm_weight, length_bonus, lm)
+    max_len = min(max_len or search.scorer.T, search.scorer.T)                 # CTC writes at most one character per frame
+    finished = []
     for step in range(max_len + 1):
         lt = logits.float().log_softmax(-1).double().cpu()
-        lt_c, lt_end = lt[:, char_tok], lt[:, omni.end_id]
-        if lm_weight:
-            lm_c = torch.tensor([[lm.logp(t, ch) for ch in CHARSET] for t in texts], dtype=torch.float64)
-            lm_end = torch.tensor([lm.logp(t, "$") for t in texts], dtype=torch.float64)
-        else: lm_c, lm_end = torch.zeros(len(texts), C, dtype=torch.float64), torch.zeros(len(texts), dtype=torch.float64)
-        n = len(texts[0])
-        grow = ((1 - w) * (th_sum[:, None] + lt_c) + w * scorer.scores(r_n, r_b, last, ctc_ids)
-                + lm_weight * (lm_sum[:, None] + lm_c) + length_bonus * (n + 1))
-        end = (1 - w) * (th_sum + lt_end) + w * scorer.final(r_n, r_b) + lm_weight * (lm_sum + lm_end) + length_bonus * n
-        trailing = torch.tensor([t == "" or t.endswith(" ") for t in texts])
-        grow[:, space] = grow[:, space].masked_fill(trailing, -math.inf)      # no leading, double or final spaces
-        end = end.masked_fill(trailing & (n > 0), -math.inf)
-        if step == max_len: grow.fill_(-math.inf)
-        flat = torch.cat([grow.flatten(), end])
-        top = flat.topk(min(beam_size, int(torch.isfinite(flat).sum())))
-        live = []
-        for s, i in zip(top.values.tolist(), top.indices.tolist()):
-            if i >= grow.numel(): finished.append((s, texts[i - grow.numel()]))
-            else: live.append(divmod(i, C))
+        lt_c = lt[:, char_tok]
+        grow, end, lm_c = search.scores(lt_c, lt[:, omni.end_id], last_step=step == max_len)
+        live = search.keep_best(grow, end, beam_size, finished)
         if len(finished) >= beam_size or not live: break
-        parent, ch = torch.tensor([p for p, _ in live]), torch.tensor([k for _, k in live])
-        th_sum, lm_sum = th_sum[parent] + lt_c[parent, ch], lm_sum[parent] + lm_c[parent, ch]
-        r_n, r_b = scorer.advance(r_n[parent], r_b[parent], last[parent], ctc_ids[ch])
-        last, texts = ctc_ids[ch], [texts[p] + CHARSET[k] for p, k in live]
+        parent, ch = search.advance(live, lt_c, lm_c)
         cache.reorder(parent.to(omni.device))
         mask = mask[parent.to(mask.device)]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         ids = char_tok[ch].to(omni.device)[:, None]
-        logits = th(ids, attention_mask=mask, cache=cache, last_only=True, position_ids=torch.full_like(ids, next_pos + step))[:, -1]
-    return (max(finished)[1] if finished else texts[0]).strip()
+        logits = omni.thinker(ids, attention_mask=mask, cache=cache, last_only=True, position_ids=torch.full_like(ids, next_pos + step))[:, -1]
+    return (max(finished)[1] if finished else search.texts[0]).strip()
 
 # %% ../nbs/31_stage_e.ipynb #534df282
 def word_error_rate(refs: list[str], hyps: list[str]) -> tuple[float, float]:
@@ -873,6 +996,32 @@ def reply_budget(tok) -> int:
     "Tokens enough for the longest honest reply, written as BPE tokens or one token per character."
     return 1 + max(max(len(tok.encode(r)), len(char_ids(tok, r))) for r in HONEST_REPLIES.values())
 
+# %% ../nbs/31_stage_e.ipynb #f62e6e33
+def _asr_metrics(omni: Omni, data: dict, cfg: OmniConfig, items: list[dict], hyps: list[str], split: str, limit: int) -> tuple[dict, list[str]]:
+    """(asr_wer and asr_cer, the transcripts scored) of the greedy answers `hyps`; on the whole test set with the joint
+    decoder configured, of the joint decoder's transcripts, with the greedy figures beside them as asr_*_greedy."""
+    out = {}
+    greedy, hyps = hyps, ["" if is_no_speech(h) else h for h in hyps]   # "i hear no speech." is an empty transcript, as `transcribe` gives it
+    refs = [it["answer"] for it in items]
+    out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
+    if cfg.asr_decoder == "joint" and split == "test" and not limit and data.get("test_ctc") is not None:
+        out["asr_wer_greedy"], out["asr_cer_greedy"] = out["asr_wer"], out["asr_cer"]
+        hyps = ["" if is_no_speech(g) else joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["test_ctc"][j])
+                for j, (g, it) in enumerate(zip(greedy, items))]
+        out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
+    return out, hyps
+
+def _accuracy_metrics(name: str, items: list[dict], hyps: list[str]) -> dict:
+    "The accuracy of the answers to prompt set `name` (under its SET_METRICS key), and per question type or out-of-scope kind."
+    right = [normalize_answer(h) == normalize_answer(it["answer"]) for it, h in zip(items, hyps)]
+    key = SET_METRICS[name]
+    out = {key: sum(right) / len(right)}
+    if name != "digits" and name != "vqa_combo":
+        for t in OUT_OF_SCOPE_KINDS if name == "out_of_scope" else QUESTION_TYPES:
+            sel = [r for r, it in zip(right, items) if it["type"] == t]
+            if sel: out[f"{key}_{t}"] = sum(sel) / len(sel)
+    return out
+
 # %% ../nbs/31_stage_e.ipynb #d89f7bdf
 def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_predictions: bool = False,
                  split: str = "test") -> dict:
@@ -885,25 +1034,9 @@ def evaluate_sft(omni: Omni, data: dict, cfg: OmniConfig, limit: int = 0, keep_p
         if not items: continue
         budget = cfg.transcript_tokens if name == "asr" else reply_budget(omni.tokenizer) if name == "out_of_scope" else cfg.answer_tokens
         hyps = answer_items(omni, data["train"], items, budget)
-        if name == "asr":                                     # "i hear no speech." is an empty transcript, as `transcribe` gives it
-            greedy, hyps = hyps, ["" if is_no_speech(h) else h for h in hyps]
-            refs = [it["answer"] for it in items]
-            out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
-            if cfg.asr_decoder == "joint" and split == "test" and not limit and data.get("test_ctc") is not None:
-                out["asr_wer_greedy"], out["asr_cer_greedy"] = out["asr_wer"], out["asr_cer"]
-                hyps = ["" if is_no_speech(g) else joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["test_ctc"][j])
-                        for j, (g, it) in enumerate(zip(greedy, items))]
-                out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
-            preds[name] = hyps
-            continue
-        preds[name] = hyps
-        right = [normalize_answer(h) == normalize_answer(it["answer"]) for it, h in zip(items, hyps)]
-        key = SET_METRICS[name]
-        out[key] = sum(right) / len(right)
-        if name != "digits" and name != "vqa_combo":
-            for t in OUT_OF_SCOPE_KINDS if name == "out_of_scope" else QUESTION_TYPES:
-                sel = [r for r, it in zip(right, items) if it["type"] == t]
-                if sel: out[f"{key}_{t}"] = sum(sel) / len(sel)
+        if name == "asr": metrics, preds[name] = _asr_metrics(omni, data, cfg, items, hyps, split, limit)
+        else: metrics, preds[name] = _accuracy_metrics(name, items, hyps), hyps
+        out.update(metrics)
     if split == "test":
         windows, n_chars = data["text"]
         out["val_nats_per_char"] = A.text_metrics(omni.thinker, windows, n_chars)["val_nats_per_char"]

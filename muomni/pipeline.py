@@ -225,6 +225,10 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
     ("B", "CER / WER, everyday sentences never trained on (same unseen voices)", "≤ 15 % / ≤ 35 %",
      "{cer_everyday:.1%} / {wer_everyday:.1%}"),
     ("B", "CER / WER, a whole accent never trained on", "reported", "{cer_accent:.1%} / {wer_accent:.1%}"),
+]
+
+# %% ../nbs/26_training_overview.ipynb #4723c933
+RESULT_ROWS += [
     ("C", "accuracy on unseen pictures: shapes (shape and colour) / digits (unseen scans, not unseen writers)", "≥ 95 % each in ≤ 10 min",
      "{accuracy:.1%} / {digits_accuracy:.1%} in {train_time_s:.0f} s"),
     ("C", "accuracy on colour-shape pairs never trained on", "reported", "{heldout_combo_accuracy:.1%}"),
@@ -243,6 +247,10 @@ RESULT_ROWS = [   # stage, what is measured and on what unseen data, the bar, th
     ("D", "streaming a 40-word sentence on 2 CPU threads: time to first audio / real-time factor", "≤ 0.150 s / ≤ 0.1",
      "{ttfa_s_long:.3f} s / {rtf_long:.3f}"),
     ("D", "the Talker's voice; did the judge (Stage B) train on it?", "reported", "{talker_voice} (the judge trained on it: {talker_voice_seen_by_judge})"),
+]
+
+# %% ../nbs/26_training_overview.ipynb #cad9d318
+RESULT_ROWS += [
     ("E", "VQA accuracy on unseen pictures: typed / spoken by unseen voice families", "≥ 90 % / ≥ 80 %",
      "{vqa_accuracy:.1%} / {spoken_vqa_accuracy:.1%} in {train_time_s:.0f} s"),
     ("E", "VQA accuracy, question wordings never trained on", "≥ 85 %", "{vqa_heldout_wording_accuracy:.1%}"),
@@ -443,13 +451,9 @@ def _audio_token_width(audio_cfg, omni_cfg) -> int:
     if omni_cfg.audio_features == "mean": return audio_cfg.d_model
     return 2 * (audio_cfg.d_model + (len(VOCAB) if omni_cfg.audio_features == "stack_ctc" else 0))
 
-# %% ../nbs/26_training_overview.ipynb #a1829ef5
-def parameter_table(preset: str = "tiny") -> tuple[list[dict], str]:
-    """Parameter counts of the four components at `preset` beside the book's (tiny only), plus the parts the book's
-    rows leave out; returns (rows, markdown). Models are built on the meta device."""
-    cfgs = {k: scaled_config(k, preset) for k in STAGE_CONFIG_NAMES}
-    models = {k: build_model(cfgs[k]) for k in ("thinker", "audio", "vision", "talker")}
-    book = BOOK_PARAMS if preset == "tiny" else {}
+# %% ../nbs/26_training_overview.ipynb #1cd32b15
+def _book_rows(cfgs: dict, models: dict, book: dict) -> list[dict]:
+    "The four components of the book's table and their total, measured, beside `book`'s counts (empty: no comparison)."
     talker_core = models["talker"].core_parameters()
     rows = [dict(component="Thinker", config=_dims(cfgs["thinker"]), measured=count_parameters(models["thinker"]),
                  counted="all (embedding, blocks, norm, LM head)"),
@@ -463,6 +467,11 @@ def parameter_table(preset: str = "tiny") -> tuple[list[dict], str]:
     for r in rows:
         r["book"] = book.get(r["component"])
         r["diff_pct"] = None if r["book"] is None else round(100 * (r["measured"] / r["book"] - 1), 2)
+    return rows
+
+# %% ../nbs/26_training_overview.ipynb #154b0dcd
+def _extra_rows(cfgs: dict, models: dict) -> list[dict]:
+    "The parts the book's rows leave out: the phoneme conditioner, the codec, Stage E's projectors, Stage C's heads."
     from muomni.talker import RVQCodec, codec_config
     from muomni.vision import DIGITS, DOMAINS, vision_label_names
     with torch.device("meta"): codec = count_parameters(RVQCodec(codec_config(cfgs["talker"])))
@@ -480,12 +489,25 @@ def parameter_table(preset: str = "tiny") -> tuple[list[dict], str]:
              dict(component="Stage C classifier heads", config=f"{len(DOMAINS) + len(shapes) + len(colours) + len(DIGITS)} classes",
                   measured=(d_v + 1) * (len(DOMAINS) + len(shapes) + len(colours) + len(DIGITS)), counted="dropped after Stage C")]
     for r in extra: r.update(book=None, diff_pct=None)
+    return extra
+
+# %% ../nbs/26_training_overview.ipynb #a1829ef5
+def _parameter_markdown(rows: list[dict], preset: str) -> str:
+    "The rows of `parameter_table` as a markdown table."
     fmt = lambda n: "" if n is None else human(n)
     pct = lambda d: "" if d is None else f"{d:+.2f} %"
     md = [f"| component ({preset}) | config | book | measured | difference | what is counted |", "|---|---|---|---|---|---|"]
     md += [f"| {r['component']} | {r['config']} | {fmt(r['book'])} | {r['measured']:,} ({human(r['measured'])}) | "
-           f"{pct(r['diff_pct'])} | {r['counted']} |" for r in rows + extra]
-    return rows + extra, "\n".join(md) + "\n"
+           f"{pct(r['diff_pct'])} | {r['counted']} |" for r in rows]
+    return "\n".join(md) + "\n"
+
+def parameter_table(preset: str = "tiny") -> tuple[list[dict], str]:
+    """Parameter counts of the four components at `preset` beside the book's (tiny only), plus the parts the book's
+    rows leave out; returns (rows, markdown). Models are built on the meta device."""
+    cfgs = {k: scaled_config(k, preset) for k in STAGE_CONFIG_NAMES}
+    models = {k: build_model(cfgs[k]) for k in ("thinker", "audio", "vision", "talker")}
+    rows = _book_rows(cfgs, models, BOOK_PARAMS if preset == "tiny" else {}) + _extra_rows(cfgs, models)
+    return rows, _parameter_markdown(rows, preset)
 
 # %% ../nbs/26_training_overview.ipynb #94aad5eb
 def _as_model_and_cfg(cfg_or_model):
