@@ -202,13 +202,24 @@ def test_phonemes_without_synthesis(monkeypatch):
     with pytest.raises(ValueError, match="nothing to speak"): T.espeak_phonemes("  ")
 
 
+PHONEMES_AGAINST_EVENTS = """
+from muomni import talker as T
+text = "The blue square is above the red circle, I think."
+_, _, events = T.data.synthesize(text, events=True)
+names = [e.name for e in events["phonemes"]]
+assert [p.lstrip("',") for p in T.espeak_phonemes(text)] == [p.lstrip("',") for p in names], names
+u = T.utterance(text)
+assert u["phones"] == T.text_phonemes(text) and u["phones_agree_unstressed"] and sum(u["durs"]) == len(u["mel"])
+"""
+
 def test_textphonemes_match_synthesis_events():
-    text = "The blue square is above the red circle, I think."
-    _, _, events = T.data.synthesize(text, events=True)
-    names = [e.name for e in events["phonemes"]]
-    assert [p.lstrip("',") for p in T.espeak_phonemes(text)] == [p.lstrip("',") for p in names]
-    u = T.utterance(text)
-    assert u["phones"] == T.text_phonemes(text) and u["phones_agree_unstressed"] and sum(u["durs"]) == len(u["mel"])
+    # In a fresh process: after the split tests' thousands of syntheses in this one, espeak's phoneme events have been
+    # seen to lose a sentence's first phoneme (espeak keeps state between calls); that is a different question.
+    import os, subprocess, sys
+    from pathlib import Path
+    r = subprocess.run([sys.executable, "-c", PHONEMES_AGAINST_EVENTS], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(Path(T.__file__).parents[1])})
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_phoneme_timeline_matches_names_to_events():
