@@ -480,7 +480,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'muomni.omni.collate': ('stage_e.html#collate', 'muomni/omni.py'),
                              'muomni.omni.count_samples': ('stage_e.html#count_samples', 'muomni/omni.py'),
                              'muomni.omni.ctc_segments': ('stage_e.html#ctc_segments', 'muomni/omni.py'),
-                             'muomni.omni.empty_picture': ('stage_e.html#empty_picture', 'muomni/omni.py'),
                              'muomni.omni.evaluate_sft': ('stage_e.html#evaluate_sft', 'muomni/omni.py'),
                              'muomni.omni.image_bank': ('stage_e.html#image_bank', 'muomni/omni.py'),
                              'muomni.omni.is_no_speech': ('stage_e.html#is_no_speech', 'muomni/omni.py'),

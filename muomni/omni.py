@@ -29,10 +29,10 @@ __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QU
            'chat_example', 'Projector', 'ctc_segments', 'aligned_positions', 'Omni', 'collate', 'SFTData', 'sft_loss',
            'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example', 'image_bank',
            'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'typed', 'questions_about', 'shape_records',
-           'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'empty_picture', 'no_speech_wave',
-           'out_of_scope_records', 'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe',
-           'word_error_rate', 'nonempty', 'reply_budget', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder',
-           'is_transcription_request', 'save_components', 'sft_omni', 'bench']
+           'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'no_speech_wave', 'out_of_scope_records',
+           'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe', 'word_error_rate', 'nonempty',
+           'reply_budget', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder', 'is_transcription_request',
+           'save_components', 'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #0f494c59
 @dataclass
@@ -611,18 +611,6 @@ def is_no_speech(text: str) -> bool:
     return normalize_answer(text) == normalize_answer(HONEST_REPLIES["no_speech"])
 
 # %% ../nbs/31_stage_e.ipynb #b07baf18
-def empty_picture(rng: np.random.Generator, size: int = 64):
-    """A picture with nothing on it: one of the shape pictures' backgrounds, drawn at 3x and scaled down the way
-    `render_shapes` draws its pictures, or a plain fill of any brightness."""
-    from PIL import Image
-    from muomni.data import BACKGROUNDS, shapes_background
-    kind = str(rng.choice([*BACKGROUNDS, "plain"]))
-    if kind == "plain":
-        fill = rng.uniform(0, 255) + rng.uniform(-15, 15, 3) + rng.normal(0, rng.uniform(0, 6), (size, size, 3))
-        return Image.fromarray(np.clip(fill, 0, 255).astype(np.uint8))
-    big = Image.fromarray(shapes_background(kind, size, rng)).resize((3 * size,) * 2, Image.NEAREST)
-    return big.resize((size, size), Image.LANCZOS)
-
 def no_speech_wave(rng: np.random.Generator, sample_rate: int = 16000) -> torch.Tensor:
     "0.5 to 4 s without speech: near silence, hiss, mains hum, rumble or clicks, at a random level."
     n = int(rng.uniform(0.5, 4.0) * sample_rate)
@@ -709,8 +697,7 @@ def _sft_images(cfg: OmniConfig, omni: Omni) -> tuple[dict, dict, dict, torch.Te
     shapes = D.shapes_splits(cfg.n_shape_images, cfg.n_val_images, image_size=size, n_combo=max(1, cfg.n_val_images // 2),
                              n_tune=cfg.eval_limit, n_variant=cfg.n_val_images)
     digits = {s: D.digits_dataset(split=s, data_dir=cfg.data_dir)[:n] for s, n in (("train", cfg.n_digits), ("test", cfg.n_val_digits))}
-    empty = {s: [dict(image=empty_picture(np.random.default_rng([cfg.seed, 31, k, j]), size)) for j in range(n_oos[s])]
-             for k, s in enumerate(("train", "test"))}
+    empty = D.other_splits(n_oos["train"], n_oos["test"], image_size=size)     # Stage C's pictures of nothing, by split
     groups = dict(train=shapes["train"], digits=digits["train"], tune=shapes["tune"], test=shapes["test"],
                   test_combo=shapes["test_combo"], test_digits=digits["test"], empty_train=empty["train"], empty_test=empty["test"],
                   test_variant=shapes["test_variant"])
@@ -718,8 +705,8 @@ def _sft_images(cfg: OmniConfig, omni: Omni) -> tuple[dict, dict, dict, torch.Te
     return shapes, digits, offset, image_bank(omni, [it["image"] for items in groups.values() for it in items])
 
 # %% ../nbs/31_stage_e.ipynb #fe70f157
-_SPOKEN_FOLDERS = dict(spoken="test", spoken_heldout_wording="test_heldout_wording",
-                       spoken_variant_heldout_wording="test_variant_heldout_wording")    # spoken test set -> its clips' folder
+_SPOKEN_FOLDERS = dict(spoken="test", spoken_heldout_wording="test_heldout_wording",          # spoken test set -> its clips' folder
+                       spoken_variant_heldout_wording="test_variant_heldout_wording", spoken_variant="test_variant")
 
 def _spoken_sets(cfg: OmniConfig, shapes: dict, offset: dict, rng: random.Random, questions: dict) -> tuple[list, list, dict]:
     "(training records, the distinct training questions to render, {test set: records}) of the spoken questions."
@@ -727,7 +714,8 @@ def _spoken_sets(cfg: OmniConfig, shapes: dict, offset: dict, rng: random.Random
     train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, trained, table, cfg.n_spoken_questions)
     test = {name: spoken_records(shapes[pics], offset[pics], cfg.n_val_spoken, rng, w, table)[0]
             for name, pics, w in (("spoken", "test", trained), ("spoken_heldout_wording", "test", held),
-                                  ("spoken_variant_heldout_wording", "test_variant", held))}
+                                  ("spoken_variant_heldout_wording", "test_variant", held),
+                                  ("spoken_variant", "test_variant", trained))}
     return train, q_train, test
 
 # %% ../nbs/31_stage_e.ipynb #e9dd4740
@@ -986,6 +974,7 @@ SET_METRICS = dict(vqa="vqa_accuracy", vqa_heldout_wording="vqa_heldout_wording_
                    spoken="spoken_vqa_accuracy", spoken_heldout_wording="spoken_vqa_heldout_wording_accuracy",
                    digits="digits_accuracy", out_of_scope="out_of_scope_accuracy",
                    vqa_variant="vqa_variant_accuracy", vqa_variant_heldout_wording="vqa_variant_heldout_wording_accuracy",
+                   spoken_variant="spoken_vqa_variant_accuracy",
                    spoken_variant_heldout_wording="spoken_vqa_variant_heldout_wording_accuracy")
 
 def nonempty(answer: str) -> str:

@@ -7,7 +7,7 @@ import torch
 from fastcore.test import test_close as close, test_eq as eq   # renamed: pytest collects names that start with test
 
 from muomni.omni import (HONEST_REPLIES, IGNORE, IMAGE_SLOT, Projector, aligned_positions, char_ids, chat_example,
-                         ctc_segments, empty_picture, is_no_speech, no_speech_wave, nonempty, reply_budget, user_turn)
+                         ctc_segments, is_no_speech, no_speech_wave, nonempty, reply_budget, user_turn)
 from muomni.thinker import train_tokenizer
 
 
@@ -56,11 +56,9 @@ def test_projector_kinds():
     with pytest.raises(ValueError, match="linear"): Projector(4, 4, "conv")
 
 
-def test_empty_pictures_and_no_speech_clips():
+def test_no_speech_clips():
     rng = np.random.default_rng(0)
-    pics = [empty_picture(rng, 48) for _ in range(6)]
     waves = [no_speech_wave(rng) for _ in range(6)]
-    assert all(p.size == (48, 48) and p.mode == "RGB" for p in pics)
     assert all(w.ndim == 1 and w.abs().max() < 0.25 for w in waves)
 
 
