@@ -788,7 +788,7 @@ def frame_index(durs: torch.Tensor, n_frames: int) -> torch.Tensor:
 
 # %% ../nbs/30_stage_d.ipynb #9ec80a7b
 class Talker(nn.Module):
-    "Autoregressive code-frame transformer (both codebooks per step), conditioned frame by frame on phonemes and a voice."
+    "Autoregressive code-frame transformer (all of a frame's codebooks per step), conditioned frame by frame on phonemes and a voice."
     def __init__(self, cfg: TalkerConfig, phones: list[str]):
         super().__init__()
         self.cfg, self.phones = cfg, list(phones)
@@ -905,7 +905,7 @@ def generate_frames(self: Talker, cond: torch.Tensor, temperature: float = 0.0, 
 @patch
 @torch.no_grad()
 def generate(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
-    "Codes (B, L, n_q) for conditioning (B, L, d), one frame (both codebooks) per step."
+    "Codes (B, L, n_q) for conditioning (B, L, d), one frame (all its codebooks) per step."
     if cond.shape[1] > self.cfg.max_frames: raise ValueError(f"{cond.shape[1]} code frames exceed max_frames={self.cfg.max_frames}")
     return torch.stack(list(self.generate_frames(cond, temperature, top_k)), 1)
 
