@@ -529,6 +529,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'muomni.pipeline._rss_status': ('training_overview.html#_rss_status', 'muomni/pipeline.py'),
                                  'muomni.pipeline._thinker_steps': ('training_overview.html#_thinker_steps', 'muomni/pipeline.py'),
                                  'muomni.pipeline.build_model': ('training_overview.html#build_model', 'muomni/pipeline.py'),
+                                 'muomni.pipeline.cpu_description': ('training_overview.html#cpu_description', 'muomni/pipeline.py'),
                                  'muomni.pipeline.epochs_for': ('training_overview.html#epochs_for', 'muomni/pipeline.py'),
                                  'muomni.pipeline.measure_peak_memory': ( 'training_overview.html#measure_peak_memory',
                                                                           'muomni/pipeline.py'),

@@ -18,9 +18,9 @@ from .core import (atomic_write, atomic_write_json, config_class, count_paramete
 # %% auto #0
 __all__ = ['STAGES', 'RESULT_ROWS', 'BAR_CHECKS', 'SCALES', 'BOOK_PARAMS', 'STAGE_CONFIG_NAMES', 'Stage', 'select_stages',
            'waves', 'plot_stage_graph', 'nbs_dir', 'stage_metrics', 'run_stage', 'results_markdown', 'write_results',
-           'run_pipeline', 'reference_path', 'splits_summary', 'publish_results', 'reference_table', 'results_for',
-           'runtime_table', 'epochs_for', 'schedule_for', 'production_path', 'update_configs', 'scaled_config',
-           'build_model', 'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
+           'run_pipeline', 'reference_path', 'cpu_description', 'splits_summary', 'publish_results', 'reference_table',
+           'results_for', 'runtime_table', 'epochs_for', 'schedule_for', 'production_path', 'update_configs',
+           'scaled_config', 'build_model', 'parameter_table', 'memory_estimate', 'measure_peak_memory', 'memory_table']
 
 # %% ../nbs/26_training_overview.ipynb #84ef4a7b
 @dataclass
@@ -186,13 +186,23 @@ def reference_path(preset: str) -> Path:
 
 def _provenance(run_id: str) -> dict:
     "Where a row was measured: the date (no time of day), the machine, the commit and the run."
-    import datetime, platform, subprocess
-    from muomni.core import cpu_has_bf16
+    import datetime, subprocess
     try: commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=find_checkout() or ".", capture_output=True, text=True).stdout.strip()
     except OSError: commit = ""
-    machine = (f"GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else
-               f"{os.cpu_count()} CPU cores, {platform.machine()}{' with bf16 units' if cpu_has_bf16() else ''}")
+    machine = f"GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else cpu_description()
     return dict(date=datetime.date.today().isoformat(), machine=machine, commit=commit, run=run_id)
+
+def cpu_description() -> str:
+    """'2 CPU cores, <model name> (<bf16 units>)': the laptop budgets are seconds, so how far a run gets depends on the
+    chip and on its bf16 units (AMX tiles, AVX-512 dot products, or none)."""
+    import platform
+    from muomni.core import cpu_has_bf16
+    try: info = Path("/proc/cpuinfo").read_text()
+    except OSError: info = ""
+    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.machine())
+    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    units = "AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags else "bf16" if cpu_has_bf16() else "no bf16 units"
+    return f"{os.cpu_count()} CPU cores, {name} ({units})"
 
 # %% ../nbs/26_training_overview.ipynb #010de751
 def splits_summary(data_dir=None) -> dict:
