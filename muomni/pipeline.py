@@ -193,7 +193,7 @@ def _provenance(run_id: str) -> dict:
     return dict(date=datetime.date.today().isoformat(), machine=machine, commit=commit, run=run_id)
 
 def cpu_description() -> str:
-    """'2 CPU cores, <model name> (<bf16 units>)': the laptop budgets are seconds, so how far a run gets depends on the
+    """'2 CPU cores, <model name> with <kind of> bf16 units': the laptop budgets are seconds, so how far a run gets depends on the
     chip and on its bf16 units (AMX tiles, AVX-512 dot products, or none)."""
     import platform
     from muomni.core import cpu_has_bf16
@@ -201,8 +201,9 @@ def cpu_description() -> str:
     except OSError: info = ""
     name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.machine())
     flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
-    units = "AMX bf16" if "amx_bf16" in flags else "AVX-512 bf16" if "avx512_bf16" in flags else "bf16" if cpu_has_bf16() else "no bf16 units"
-    return f"{os.cpu_count()} CPU cores, {name} ({units})"
+    units = ("with AMX bf16 units" if "amx_bf16" in flags else "with AVX-512 bf16 units" if "avx512_bf16" in flags
+             else "with bf16 units" if cpu_has_bf16() else "without bf16 units")
+    return f"{os.cpu_count()} CPU cores, {name} {units}"
 
 # %% ../nbs/26_training_overview.ipynb #010de751
 def splits_summary(data_dir=None) -> dict:
