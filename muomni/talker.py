@@ -454,7 +454,7 @@ def codec_config(cfg: TalkerConfig) -> CodecConfig:
                        checkpoint_freq=cfg.codec_steps, print_freq=max(min(50, cfg.codec_steps // 5), 1),
                        hidden=cfg.codec_hidden, latent_dim=cfg.codec_latent_dim, codebooks=cfg.codebooks,
                        codebook_size=cfg.codebook_size, window=cfg.codec_window, n_voices=len(cfg.voices),
-                       use_amp=cfg.use_amp, amp_dtype=cfg.amp_dtype, resume=cfg.resume)
+                       use_amp=cfg.use_amp, amp_dtype="auto", resume=cfg.resume)   # bf16 on a GPU; float32 on a CPU, whatever the Talker's
 
 # %% ../nbs/30_stage_d.ipynb #777868ec
 def check_voices(cfg: TalkerConfig) -> TalkerConfig:
