@@ -504,6 +504,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'muomni.omni.sft_omni': ('stage_e.html#sft_omni', 'muomni/omni.py'),
                              'muomni.omni.shape_records': ('stage_e.html#shape_records', 'muomni/omni.py'),
                              'muomni.omni.spoken_clips': ('stage_e.html#spoken_clips', 'muomni/omni.py'),
+                             'muomni.omni.spoken_folder': ('stage_e.html#spoken_folder', 'muomni/omni.py'),
                              'muomni.omni.spoken_records': ('stage_e.html#spoken_records', 'muomni/omni.py'),
                              'muomni.omni.spoken_voices': ('stage_e.html#spoken_voices', 'muomni/omni.py'),
                              'muomni.omni.stage_dir': ('stage_e.html#stage_dir', 'muomni/omni.py'),

@@ -24,15 +24,15 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 
 # %% auto #0
 __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QUESTION_TYPES', 'HONEST_REPLIES',
-           'OUT_OF_SCOPE_KINDS', 'SET_METRICS', 'TRANSCRIBE_REQUEST', 'OmniConfig', 'stage_dir', 'load_thinker_part',
-           'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts', 'user_turn', 'char_ids',
-           'chat_example', 'Projector', 'ctc_segments', 'aligned_positions', 'Omni', 'collate', 'SFTData', 'sft_loss',
-           'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example', 'image_bank',
-           'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'typed', 'questions_about', 'shape_records',
-           'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'no_speech_wave', 'out_of_scope_records',
-           'caption_pictures', 'build_sft_data', 'count_samples', 'joint_transcribe', 'word_error_rate', 'nonempty',
-           'reply_budget', 'evaluate_sft', 'asr_prompts', 'tune_joint_decoder', 'is_transcription_request',
-           'save_components', 'sft_omni', 'bench']
+           'OUT_OF_SCOPE_KINDS', 'SPOKEN_TESTS', 'SET_METRICS', 'TRANSCRIBE_REQUEST', 'OmniConfig', 'stage_dir',
+           'load_thinker_part', 'load_vision_part', 'load_audio_part', 'load_talker_part', 'load_parts', 'user_turn',
+           'char_ids', 'chat_example', 'Projector', 'ctc_segments', 'aligned_positions', 'Omni', 'collate', 'SFTData',
+           'sft_loss', 'answer_batch', 'answer_items', 'question_type', 'normalize_answer', 'record_example',
+           'image_bank', 'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'typed', 'questions_about',
+           'shape_records', 'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'no_speech_wave',
+           'out_of_scope_records', 'caption_pictures', 'spoken_folder', 'build_sft_data', 'count_samples',
+           'joint_transcribe', 'word_error_rate', 'nonempty', 'reply_budget', 'evaluate_sft', 'asr_prompts',
+           'tune_joint_decoder', 'is_transcription_request', 'save_components', 'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #0f494c59
 @dataclass
@@ -705,24 +705,26 @@ def _sft_images(cfg: OmniConfig, omni: Omni) -> tuple[dict, dict, dict, torch.Te
     return shapes, digits, offset, image_bank(omni, [it["image"] for items in groups.values() for it in items])
 
 # %% ../nbs/31_stage_e.ipynb #fe70f157
-_SPOKEN_FOLDERS = dict(spoken="test", spoken_heldout_wording="test_heldout_wording",          # spoken test set -> its clips' folder
-                       spoken_variant_heldout_wording="test_variant_heldout_wording", spoken_variant="test_variant")
+SPOKEN_TESTS = (("spoken", "test", "train"), ("spoken_heldout_wording", "test", "test"),     # (set, pictures, wordings)
+                ("spoken_variant_heldout_wording", "test_variant", "test"), ("spoken_variant", "test_variant", "train"))
+
+def spoken_folder(name: str) -> str:
+    "The folder of a spoken test set's clips: 'spoken_heldout_wording' -> 'test_heldout_wording'."
+    return "test" + name.removeprefix("spoken")
 
 def _spoken_sets(cfg: OmniConfig, shapes: dict, offset: dict, rng: random.Random, questions: dict) -> tuple[list, list, dict]:
     "(training records, the distinct training questions to render, {test set: records}) of the spoken questions."
-    table, trained, held = questions["wordings"], questions["train"], questions["test"]
-    train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, trained, table, cfg.n_spoken_questions)
-    test = {name: spoken_records(shapes[pics], offset[pics], cfg.n_val_spoken, rng, w, table)[0]
-            for name, pics, w in (("spoken", "test", trained), ("spoken_heldout_wording", "test", held),
-                                  ("spoken_variant_heldout_wording", "test_variant", held),
-                                  ("spoken_variant", "test_variant", trained))}
+    table = questions["wordings"]
+    train, q_train = spoken_records(shapes["train"], offset["train"], cfg.n_spoken, rng, questions["train"], table, cfg.n_spoken_questions)
+    test = {name: spoken_records(shapes[pics], offset[pics], cfg.n_val_spoken, rng, questions[wordings], table)[0]
+            for name, pics, wordings in SPOKEN_TESTS}
     return train, q_train, test
 
 # %% ../nbs/31_stage_e.ipynb #e9dd4740
 def _spoken_mels(cfg: OmniConfig, rendered: list[str], spoken_test: dict, voices: dict, root: Path) -> dict:
     "{group: log-mels} of the spoken questions: `rendered` by the training voices, each test set's by the test voices."
     return dict(spoken_train=spoken_clips(rendered, voices["train"], root / "train", cfg.seed),
-                **{name: spoken_clips([r["question"] for r in recs], voices["test"], root / _SPOKEN_FOLDERS[name], cfg.seed + 1 + k)
+                **{name: spoken_clips([r["question"] for r in recs], voices["test"], root / spoken_folder(name), cfg.seed + 1 + k)
                    for k, (name, recs) in enumerate(spoken_test.items())})
 
 # %% ../nbs/31_stage_e.ipynb #bf100023
@@ -838,7 +840,7 @@ def build_sft_data(cfg: OmniConfig, omni: Omni) -> dict:
                      audio_encode_s=round(t_audio, 1), data_time_s=round(time.time() - t0, 1))
     return dict(train=SFTData(examples, images, audio, tok.pad_id), tune=prompts(tune), test=prompts(test), text=(windows, n_chars),
                 info=info, speech=snd["speech"], test_ctc=snd["test_ctc"],
-                spoken={s: snd["root"] / s / "manifest.csv" for s in ("train", *_SPOKEN_FOLDERS.values())})
+                spoken={s: snd["root"] / s / "manifest.csv" for s in ("train", *(spoken_folder(n) for n, _, _ in SPOKEN_TESTS))})
 
 # %% ../nbs/31_stage_e.ipynb #6a1c0e04
 def count_samples(cfg: OmniConfig) -> int:

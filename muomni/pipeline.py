@@ -192,15 +192,15 @@ def _provenance(run_id: str) -> dict:
     machine = f"GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else cpu_description()
     return dict(date=datetime.date.today().isoformat(), machine=machine, commit=commit, run=run_id)
 
-def cpu_description() -> str:
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """'2 CPU cores, <model name> with <kind of> bf16 units': the laptop budgets are seconds, so how far a run gets depends on the
     chip and on its bf16 units (AMX tiles, AVX-512 dot products, or none)."""
     import platform
     from muomni.core import cpu_has_bf16
-    try: info = Path("/proc/cpuinfo").read_text()
-    except OSError: info = ""
-    name = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), platform.machine())
-    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    try: fields = dict(l.split(":", 1) for l in Path(cpuinfo).read_text().splitlines() if ":" in l)
+    except OSError: fields = {}
+    fields = {k.strip(): v.strip() for k, v in fields.items()}          # every core repeats the same lines
+    name, flags = fields.get("model name", platform.machine()), set(fields.get("flags", "").split())
     units = ("with AMX bf16 units" if "amx_bf16" in flags else "with AVX-512 bf16 units" if "avx512_bf16" in flags
              else "with bf16 units" if cpu_has_bf16() else "without bf16 units")
     return f"{os.cpu_count()} CPU cores, {name} {units}"

@@ -32,3 +32,15 @@ def test_reference_table_reads_the_file(tmp_path):
     table = P.reference_table("laptop", path)
     assert "| A | nats per character" in table and "1.500 (80.0) in 100 s | **no** |" in table
     assert "2.0 min of wall time" in table and "(met)" in table
+
+
+def test_cpu_description_names_the_chip_and_its_bf16_units(tmp_path):
+    import os
+    info = tmp_path / "cpuinfo"
+    core = "processor\t: {}\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
+    info.write_text(core.format(0) + core.format(1))
+    assert P.cpu_description(info) == f"{os.cpu_count()} CPU cores, Intel(R) Xeon(R) Platinum 8480+ with AMX bf16 units"
+    info.write_text(core.format(0).replace(" amx_bf16 amx_tile", ""))
+    assert P.cpu_description(info).endswith("Platinum 8480+ with AVX-512 bf16 units")
+    no_file = P.cpu_description(tmp_path / "missing")              # not Linux: the architecture's name, no crash
+    assert no_file.startswith(f"{os.cpu_count()} CPU cores, ") and no_file.endswith("bf16 units")

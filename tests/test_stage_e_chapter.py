@@ -66,3 +66,12 @@ def test_honest_reply_helpers(tok):
     eq(nonempty(""), HONEST_REPLIES["unknown"]); eq(nonempty("red"), "red")
     assert is_no_speech("I hear no speech") and not is_no_speech("i hear no")
     assert reply_budget(tok) > len(HONEST_REPLIES["greeting"])
+
+
+def test_spoken_test_sets_have_their_own_clip_folders():
+    from muomni.omni import SPOKEN_TESTS, spoken_folder
+    folders = {name: spoken_folder(name) for name, _, _ in SPOKEN_TESTS}
+    assert folders == dict(spoken="test", spoken_heldout_wording="test_heldout_wording",
+                           spoken_variant_heldout_wording="test_variant_heldout_wording", spoken_variant="test_variant")
+    assert {pics for _, pics, _ in SPOKEN_TESTS} <= {"test", "test_variant"}          # never the training pictures
+    assert {w for _, _, w in SPOKEN_TESTS} == {"train", "test"}                       # trained and held-out wordings
