@@ -1318,14 +1318,21 @@ def split_registry(data_dir=None, text_source="shakespeare", seed: int = 0, rebu
 @functools.lru_cache(maxsize=4)
 def _train_sentences(data_dir: str, text_source: str, seed: int, digest: str) -> tuple:
     reg = split_registry(data_dir, text_source, seed)
-    plays = dict(train=reg["text"]["train"], test=reg["text"]["test"])
-    pools = _dedupe(dict(shakespeare=_shakespeare_pools(text_source, plays, data_dir, seed),
-                         domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]), everyday=everyday_pools(seed, data_dir)))
-    keys = sorted({normalize_transcript(t) for src in SENTENCE_SOURCES for t in pools[src]["train"]})
-    if params_digest(keys) != reg["sentences"]["train_digest"]:
-        raise DataError(f"{splits_path(data_dir, text_source, seed)}: its training sentences no longer match their sources; "
-                        "rebuild it with split_registry(..., rebuild=True)")
-    return tuple(dict(text=t, source=src) for src in SENTENCE_SOURCES for t in pools[src]["train"])
+    cache = Path(data_dir) / f"sentences_train_{digest}.json"     # building them takes seconds and every stage reads them
+    if cache.exists():
+        try: rows = [(str(t), str(s)) for t, s in json.loads(read_text_file(cache))]
+        except (json.JSONDecodeError, ValueError, TypeError) as e: raise DataError(f"{cache}: not a sentence list ({e}); delete it to rebuild") from None
+        origin = cache
+    else:
+        plays = dict(train=reg["text"]["train"], test=reg["text"]["test"])
+        pools = _dedupe(dict(shakespeare=_shakespeare_pools(text_source, plays, data_dir, seed),
+                             domain=_domain_pools(seed, SPLIT_FRACTIONS["domain"]), everyday=everyday_pools(seed, data_dir)))
+        rows, origin = [(t, src) for src in SENTENCE_SOURCES for t in pools[src]["train"]], splits_path(data_dir, text_source, seed)
+    if params_digest(sorted({normalize_transcript(t) for t, _ in rows})) != reg["sentences"]["train_digest"]:
+        fix = "delete it to rebuild" if origin == cache else "rebuild it with split_registry(..., rebuild=True)"
+        raise DataError(f"{origin}: its training sentences no longer match the registry's; {fix}")
+    if origin != cache: atomic_write_json(rows, cache)
+    return tuple(dict(text=t, source=s) for t, s in rows)
 
 def registry_sentences(split: str, data_dir=None, text_source="shakespeare", seed: int = 0, sources=SENTENCE_SOURCES) -> list[dict]:
     "Sentences `dict(text, source)` of `split` (train, tune or test) from the given sources, in registry order."

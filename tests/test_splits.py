@@ -3,6 +3,8 @@ is loaded through the stages' own data functions (smoke preset, a fresh data fol
 a metric or a judge needs there to be none: the Talker's test sentences never reach Stage B's audio, Stage B's
 language model or Stage E's targets; Stage E's test pictures, voices and transcripts never reach its training data;
 tune and test share neither voices nor sentences."""
+import json
+
 import pytest
 import torch
 
@@ -120,3 +122,24 @@ def test_out_of_scope_test_prompts_never_trained_on(material):
     oos_test = [it for it in sft["test"]["out_of_scope"] if it["type"] in ("no_speech", "no_shape")]
     assert not used(oos_test, "audio") & used(sft["train"].examples, "audio")
     assert not used([it for it in oos_test if it["type"] == "no_shape"], "image") & used(sft["train"].examples, "image")
+
+
+def test_training_sentences_checked_once_then_read_back(material):
+    "Every stage reads the registry's training sentences: the first read checks them and writes them beside the registry."
+    import re
+    data_dir = material["E"]["speech"]["train"].parents[3]
+    cache = D.data_root(data_dir) / f"sentences_train_{D.split_registry(data_dir)['digest']}.json"
+    built = D.registry_sentences("train", data_dir)
+    assert cache.exists() and built
+    D._train_sentences.cache_clear()
+    assert D.registry_sentences("train", data_dir) == built
+    good = cache.read_text()
+    test_sentence = D.registry_sentences("test", data_dir)[0]["text"]
+    leaked = json.dumps(json.loads(good) + [[test_sentence, "everyday"]])
+    try:
+        for bad in ("{not json", "[[1, 2, 3]]", leaked):     # not JSON, not pairs, a test sentence slipped in
+            cache.write_text(bad)
+            D._train_sentences.cache_clear()
+            with pytest.raises(D.DataError, match=re.escape(cache.name)): D.registry_sentences("train", data_dir)
+    finally:
+        cache.write_text(good); D._train_sentences.cache_clear()
