@@ -724,14 +724,21 @@ def vocoder_metrics(model: Vocoder, utterances: list[dict]) -> dict:
     return dict(mcd=sum(mcds) / max(len(mcds), 1))
 
 def train_vocoder(cfg: VocoderConfig, train: list[dict], val: list[dict], codec: RVQCodec | None = None,
-                  voices: list[str] | None = None, plot: bool = True):
+                  voices: list[str] | None = None, plot: bool = True, alt_mels: list[torch.Tensor] | None = None):
     """Train a Vocoder on utterances that kept their audio (true log-mels, and the codec's reconstructions of them for a
-    `cfg.codec_share` of the crops when `codec` and the `voices` list are given); returns (vocoder in eval mode, metrics)."""
+    `cfg.codec_share` of the crops when `codec` and the `voices` list are given); returns (vocoder in eval mode, metrics).
+    `alt_mels` replaces the codec's reconstructions: one log-mel per training utterance that kept its audio, in order,
+    frame-aligned with it (the Talker's teacher-forced output, say: exercise 7)."""
     torch.manual_seed(cfg.seed)
     train = [u for u in train if "wave" in u]
     mels, waves = [u["mel"] for u in train], [audio_of(u) for u in train]
     alt = None
-    if codec is not None and cfg.codec_share > 0:
+    if alt_mels is not None:
+        if len(alt_mels) != len(train): raise ValueError(f"alt_mels holds {len(alt_mels)} log-mels for {len(train)} training utterances with audio")
+        bad = next((k for k, (a, m) in enumerate(zip(alt_mels, mels)) if a.shape != m.shape), None)
+        if bad is not None: raise ValueError(f"alt_mels[{bad}] is {tuple(alt_mels[bad].shape)}, its utterance's log-mel {tuple(mels[bad].shape)}")
+        alt = [a.detach().cpu().half() for a in alt_mels]
+    elif codec is not None and cfg.codec_share > 0:
         with one_thread(): alt = [codec_mel(codec, u["mel"], voices.index(u["voice"])).half() for u in train]
     model = Vocoder(cfg)
     model.set_stats(*data.mel_stats([m.float().T for m in mels]))
