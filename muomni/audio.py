@@ -4,7 +4,7 @@
 
 # %% ../nbs/28_stage_b.ipynb #14ebd53e
 from __future__ import annotations
-import collections, hashlib, json, math, os, time
+import collections, functools, hashlib, json, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +26,10 @@ from . import data
 __all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
            'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels', 'cached_features', 'SpeechDataset',
            'collate_speech', 'speech_features', 'change_tempo', 'add_noise', 'AugmentingCollate', 'ctc_loss',
-           'greedy_decode', 'error_rates', 'CharNgramLM', 'beam_decode', 'transcribe_features', 'make_eval_fn',
-           'lm_texts', 'decode_set', 'final_metrics', 'tune_decoder', 'train_audio_enc', 'load_audio_encoder',
-           'transcribe', 'plot_alignment', 'speech_manifest', 'count_samples', 'CTCPrefixScorer', 'bench']
+           'greedy_decode', 'error_rates', 'CharNgramLM', 'beam_decode', 'beam_decode_all', 'transcribe_features',
+           'make_eval_fn', 'lm_texts', 'decode_set', 'final_metrics', 'tune_decoder', 'train_audio_enc',
+           'load_audio_encoder', 'transcribe', 'plot_alignment', 'speech_manifest', 'count_samples', 'CTCPrefixScorer',
+           'bench']
 
 # %% ../nbs/28_stage_b.ipynb #d5088419
 @register_config("audio")
@@ -234,8 +235,14 @@ def pad_mels(mels):
     return out, lengths.to(out.device)
 
 # %% ../nbs/28_stage_b.ipynb #db0e8ec5
-def cached_features(manifest, max_items: int = 0) -> dict:
-    "Log-mel rows (float16 (T, n_mels) tensors), transcripts, voices and sentence sources of a manifest, computed once and cached."
+def _mels_of(start: int, stop: int, paths: list) -> list[np.ndarray]:
+    "float16 log-mel rows of the audio files `paths[start:stop]`, as numpy arrays (they may cross a process boundary)."
+    torch.set_num_threads(1)                      # in a forked worker: one thread each, small per-file ops
+    return [wave_to_mel(data.load_audio(p)).to(torch.float16).numpy() for p in paths[start:stop]]
+
+def cached_features(manifest, max_items: int = 0, workers: int | None = None) -> dict:
+    """Log-mel rows (float16 (T, n_mels) tensors), transcripts, voices and sentence sources of a manifest, computed once
+    (in `workers` forked processes; default up to 2 for 500 files or more) and cached."""
     manifest = Path(manifest)
     rows = data.read_manifest(manifest)
     if max_items: rows = rows[:max_items]
@@ -245,10 +252,12 @@ def cached_features(manifest, max_items: int = 0) -> dict:
     if cache.exists():
         try: return torch.load(cache, weights_only=True)
         except Exception: pass                    # a broken cache is rebuilt
-    mels, texts = [], []
-    for row in rows:
-        wave = data.load_audio(row["path"])
-        mels.append(wave_to_mel(wave).to(torch.float16)); texts.append(data.normalize_transcript(row["text"]))
+    texts = [data.normalize_transcript(row["text"]) for row in rows]
+    if workers is None: workers = min(2, os.cpu_count() or 1) if len(rows) >= 500 else 1
+    if workers > 1:
+        make = functools.partial(_mels_of, paths=[row["path"] for row in rows])
+        mels = [torch.from_numpy(m) for m in data.in_chunks(make, len(rows), workers, chunk=-(-len(rows) // (4 * workers)))]
+    else: mels = [wave_to_mel(data.load_audio(row["path"])).to(torch.float16) for row in rows]
     feats = dict(mels=mels, texts=texts, voices=[r.get("voice", "") for r in rows], sources=[r.get("source", "") for r in rows])
     atomic_write(cache, lambda t: torch.save(feats, t))
     return feats
@@ -416,13 +425,27 @@ def _eval_batches(feats, batch_size, max_items=0):
     order = sorted(range(n), key=lambda i: feats["mels"][i].shape[0])
     for s in range(0, n, batch_size): yield order[s:s + batch_size]
 
+_forked: dict = {}      # what forked workers read instead of receiving it pickled
+
+def _beam_part(start: int, stop: int) -> list[str]:
+    log_probs, lm, settings = _forked["beams"]
+    return [beam_decode(lp, lm, **settings) for lp in log_probs[start:stop]]
+
+def beam_decode_all(log_probs: list, lm: CharNgramLM | None = None, workers: int | None = None, **settings) -> list[str]:
+    """`beam_decode` of each (T_i, len(VOCAB)) log-probability matrix, in order; in `workers` forked processes (default:
+    up to 2 for 64 or more), since the search is Python that keeps one core busy."""
+    if workers is None: workers = min(2, os.cpu_count() or 1) if len(log_probs) >= 64 else 1
+    _forked["beams"] = (log_probs, lm, settings)
+    try: return data.in_chunks(_beam_part, len(log_probs), workers, chunk=-(-len(log_probs) // (4 * max(1, workers))))
+    finally: _forked.pop("beams", None)
+
 @torch.no_grad()
 def transcribe_features(model, feats, batch_size: int = 64, max_items: int = 0, lm=None, beam_size: int = 1,
                         lm_weight: float = 0.5, lm_bonus: float = 1.0, with_loss: bool = False):
     "Hypotheses for cached features (greedy if beam_size <= 1 and no LM), in the original order; optional CTC loss."
     dev = next(model.parameters()).device
     n = len(feats["mels"]) if not max_items else min(max_items, len(feats["mels"]))
-    hyps, loss_sum = [None] * n, 0.0
+    hyps, loss_sum, beams = [None] * n, 0.0, {}
     for idx in _eval_batches(feats, batch_size, max_items):
         mel, lengths = pad_mels([feats["mels"][i].float() for i in idx])
         logits, out_len = model(mel.to(dev), lengths.to(dev))
@@ -430,11 +453,15 @@ def transcribe_features(model, feats, batch_size: int = 64, max_items: int = 0, 
             targets = [torch.tensor(encode_text(feats["texts"][i])) for i in idx]
             loss_sum += len(idx) * F.ctc_loss(logits.float().log_softmax(-1).transpose(0, 1), torch.cat(targets).to(dev),
                                               out_len, torch.tensor([len(t) for t in targets]).to(dev), zero_infinity=True).item()
-        if beam_size <= 1 and lm is None: texts = greedy_decode(logits, out_len)
+        if beam_size <= 1 and lm is None:
+            for i, t in zip(idx, greedy_decode(logits, out_len)): hyps[i] = t
         else:
-            lp = logits.float().log_softmax(-1)
-            texts = [beam_decode(lp[j, :out_len[j]], lm, beam_size, lm_weight, lm_bonus) for j in range(len(idx))]
-        for i, t in zip(idx, texts): hyps[i] = t
+            lp = logits.float().log_softmax(-1).cpu()
+            beams.update((i, lp[j, :out_len[j]]) for j, i in enumerate(idx))
+    if beams:                                  # searched once the network is done, over all the set's clips at once
+        order = sorted(beams)
+        texts = beam_decode_all([beams[i] for i in order], lm, beam_size=beam_size, lm_weight=lm_weight, lm_bonus=lm_bonus)
+        for i, t in zip(order, texts): hyps[i] = t
     return (hyps, loss_sum / max(1, n)) if with_loss else hyps
 
 # %% ../nbs/28_stage_b.ipynb #60d01b37

@@ -5,7 +5,7 @@ targets, and the `Omni` model that answers questions about pictures and speech a
 
 # %% ../nbs/31_stage_e.ipynb #333a1c21
 from __future__ import annotations
-import dataclasses, hashlib, json, math, random, re, shutil, time
+import dataclasses, hashlib, json, math, os, random, re, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +31,8 @@ __all__ = ['STAGE_CONFIGS', 'IMAGE_SLOT', 'AUDIO_SLOT', 'IGNORE', 'PROMPTS', 'QU
            'image_bank', 'map_mels', 'audio_bank_from_mels', 'audio_bank_from_waves', 'typed', 'questions_about',
            'shape_records', 'spoken_records', 'spoken_voices', 'spoken_clips', 'is_no_speech', 'no_speech_wave',
            'out_of_scope_records', 'caption_pictures', 'spoken_folder', 'build_sft_data', 'count_samples',
-           'joint_transcribe', 'word_error_rate', 'nonempty', 'reply_budget', 'evaluate_sft', 'asr_prompts',
-           'tune_joint_decoder', 'is_transcription_request', 'save_components', 'sft_omni', 'bench']
+           'joint_transcribe', 'word_error_rate', 'nonempty', 'reply_budget', 'joint_transcripts', 'evaluate_sft',
+           'asr_prompts', 'tune_joint_decoder', 'is_transcription_request', 'save_components', 'sft_omni', 'bench']
 
 # %% ../nbs/31_stage_e.ipynb #0f494c59
 @dataclass
@@ -988,6 +988,27 @@ def reply_budget(tok) -> int:
     return 1 + max(max(len(tok.encode(r)), len(char_ids(tok, r))) for r in HONEST_REPLIES.values())
 
 # %% ../nbs/31_stage_e.ipynb #f62e6e33
+_forked: dict = {}      # what forked workers read instead of receiving it pickled (a model, the feature banks)
+
+def _joint_part(start: int, stop: int, threads: int = 1) -> list[str]:
+    "The joint decoder's transcripts of items `start`..`stop` of the set in `_forked` (a clip heard as no speech: '')."
+    omni, collate, items, greedy, ctc = _forked["joint"]
+    torch.set_num_threads(threads)      # one per forked worker: a beam step is many tiny ops
+    return ["" if is_no_speech(g) else joint_transcribe(omni, collate([it], left_pad=True), ctc[j])
+            for j, g, it in zip(range(start, stop), greedy[start:stop], items[start:stop])]
+
+def joint_transcripts(omni: Omni, collate, items: list[dict], greedy: list[str], ctc: list, workers: int | None = None) -> list[str]:
+    """`joint_transcribe` of every prompt item (`collate` makes its one-row batch; `ctc`: Stage B's log-probs per item),
+    except those the greedy answer heard as no speech. On a CPU in `workers` forked processes (default: up to 2), since
+    one search is too small to keep two cores busy; the transcripts are the same either way."""
+    if workers is None: workers = min(2, os.cpu_count() or 1) if omni.device.type == "cpu" else 1
+    _forked["joint"] = (omni, collate, items, greedy, ctc)
+    try:
+        if workers <= 1: return _joint_part(0, len(items), torch.get_num_threads())
+        from muomni.data import in_chunks
+        return in_chunks(_joint_part, len(items), workers, chunk=-(-len(items) // (4 * workers)))
+    finally: _forked.pop("joint", None)
+
 def _asr_metrics(omni: Omni, data: dict, cfg: OmniConfig, items: list[dict], hyps: list[str], split: str, limit: int) -> tuple[dict, list[str]]:
     """(asr_wer and asr_cer, the transcripts scored) of the greedy answers `hyps`; on the whole test set with the joint
     decoder configured, of the joint decoder's transcripts, with the greedy figures beside them as asr_*_greedy."""
@@ -997,8 +1018,7 @@ def _asr_metrics(omni: Omni, data: dict, cfg: OmniConfig, items: list[dict], hyp
     out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
     if cfg.asr_decoder == "joint" and split == "test" and not limit and data.get("test_ctc") is not None:
         out["asr_wer_greedy"], out["asr_cer_greedy"] = out["asr_wer"], out["asr_cer"]
-        hyps = ["" if is_no_speech(g) else joint_transcribe(omni, data["train"].collate([it], left_pad=True), data["test_ctc"][j])
-                for j, (g, it) in enumerate(zip(greedy, items))]
+        hyps = joint_transcripts(omni, data["train"].collate, items, greedy, data["test_ctc"])
         out["asr_wer"], out["asr_cer"] = word_error_rate(refs, hyps)
     return out, hyps
 

@@ -4,11 +4,12 @@
 
 # %% ../nbs/30_stage_d.ipynb #672eb4dc
 from __future__ import annotations
-import contextlib, ctypes, difflib, json, math, random, sys, time
+import contextlib, ctypes, difflib, functools, json, math, os, random, sys, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
@@ -27,22 +28,22 @@ class one_thread:
     def __exit__(self, *exc): torch.set_num_threads(self.n)
 
 # %% auto #0
-__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'MCD_ORDER', 'BENCH_SHORT', 'BENCH_LONG', 'one_thread',
-           'ResidualVQ', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'RVQCodec', 'pad_mel', 'MelWindows',
-           'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec', 'espeak_phonemes',
-           'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config', 'check_voices',
-           'speech_corpus', 'phoneme_agreement', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d', 'mel_to_bins',
-           'ola_envelope', 'Vocoder', 'audio_of', 'cepstra', 'frame_mcd', 'cepstral_distance', 'dtw_mean',
-           'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops', 'codec_mel', 'vocoder_metrics',
-           'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker', 'sample_codes', 'TalkerData',
-           'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes', 'codes_to_mel', 'mel_to_audio',
-           'codes_to_wave', 'MelStream', 'WaveStream', 'talker_eval_fn', 'save_talker_extras', 'load_talker',
-           'attach_codec', 'attach_vocoder', 'vocoder_of', 'vocoder_name', 'default_talker', 'speak', 'speak_stream',
-           'stream_timing', 'stream_difference', 'stream_threads', 'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier',
-           'VoiceCrops', 'voice_id_loss', 'voice_id_config', 'voice_accuracy', 'train_voice_id',
-           'load_voice_classifier', 'error_rates', 'asr_judge', 'codec_resynth', 'reference_audio', 'roundtrip',
-           'roundtrip_summary', 'train_talker', 'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker',
-           'count_samples', 'bench']
+__all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'CORPUS_CHUNK', 'MCD_ORDER', 'BENCH_SHORT', 'BENCH_LONG',
+           'one_thread', 'ResidualVQ', 'CodecConfig', 'ResConv', 'run_masked', 'length_mask', 'RVQCodec', 'pad_mel',
+           'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
+           'espeak_phonemes', 'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config',
+           'check_voices', 'speech_corpus', 'phoneme_agreement', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d',
+           'mel_to_bins', 'ola_envelope', 'Vocoder', 'audio_of', 'cepstra', 'frame_mcd', 'cepstral_distance',
+           'dtw_mean', 'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops', 'codec_mel',
+           'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
+           'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes',
+           'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream', 'talker_eval_fn',
+           'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of', 'vocoder_name',
+           'default_talker', 'speak', 'speak_stream', 'stream_timing', 'stream_difference', 'stream_threads',
+           'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss', 'voice_id_config',
+           'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'error_rates', 'asr_judge', 'codec_resynth',
+           'reference_audio', 'roundtrip', 'roundtrip_summary', 'train_talker', 'roundtrip_metrics',
+           'talker_voice_accuracy', 'evaluate_talker', 'count_samples', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #cd477581
 class ResidualVQ(nn.Module):
@@ -334,11 +335,12 @@ CLAUSE_END = ("_:", "_")            # the pause synthesis puts after every claus
 _TTP_MODE = ord(" ") << 8           # espeak_TextToPhonemes: ASCII mnemonics, separated by spaces
 _CHARS_UTF8 = 1
 
-def espeak_phonemes(text: str, voice: str = "en-us") -> list[str]:
+def espeak_phonemes(text: str, voice: str = "en-us", engine: data.Espeak | None = None) -> list[str]:
     """espeak-ng's grapheme-to-phoneme pass alone (`espeak_TextToPhonemes`, clause by clause, nothing synthesized): the
-    phoneme mnemonics of `text` in `voice`'s accent, each clause followed by the pause synthesis would put there."""
+    phoneme mnemonics of `text` in `voice`'s accent, each clause followed by the pause synthesis would put there
+    (`engine`: this process's shared espeak unless given)."""
     if not isinstance(text, str) or not text.strip(): raise ValueError(f"nothing to speak: {text!r}")
-    engine = data.Espeak.get()
+    engine = engine or data.Espeak.get()
     to_phonemes = engine.lib.espeak_TextToPhonemes
     to_phonemes.restype, to_phonemes.argtypes = ctypes.c_char_p, [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
     buf = ctypes.create_string_buffer(text.encode("utf-8"))
@@ -377,12 +379,13 @@ def phoneme_timeline(events: dict, n_mel: int, names: list[str] | None = None) -
     return [SIL] + names, [e - s for s, e in zip(starts, ends)]
 
 # %% ../nbs/30_stage_d.ipynb #d5ad4853
-def utterance(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, keep_wave: bool = False) -> dict:
+def utterance(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, keep_wave: bool = False,
+              engine: data.Espeak | None = None) -> dict:
     """Synthesize `text`: its (T, 128) log-mel (T padded to a multiple of 8), `text_phonemes` timed by the synthesis
     events, and whether the two phoneme sequences agree (exactly; and without stress marks); the int16 wave if asked."""
-    wave, sr, events = data.synthesize(text, voice=voice, rate=rate, pitch=pitch, events=True)
+    wave, sr, events = data.synthesize(text, voice=voice, rate=rate, pitch=pitch, events=True, engine=engine)
     mel = pad_mel(data.log_mel(wave, sr).T.contiguous())
-    names = espeak_phonemes(text, voice)
+    names = espeak_phonemes(text, voice, engine)
     phones, durs = phoneme_timeline(events, len(mel), names)
     synth_names = [e.name for e in events["phonemes"]]
     u = dict(text=text, voice=voice, mel=mel.half(), phones=phones, durs=durs, seconds=len(wave) / sr,
@@ -467,26 +470,39 @@ def check_voices(cfg: TalkerConfig) -> TalkerConfig:
     return cfg
 
 # %% ../nbs/30_stage_d.ipynb #6e308fd5
-def speech_corpus(cfg: TalkerConfig, progress: bool = True) -> dict[str, list[dict]]:
+CORPUS_CHUNK = 250                 # sentences per espeak engine
+
+def _corpus_chunk(start: int, stop: int, picked: list[dict], cfg: TalkerConfig, keep_all: bool) -> list[dict]:
+    """Utterances `start`..`stop` of `picked`, voices dealt in turn, spoken by a fresh private espeak engine (espeak keeps
+    hidden state from one utterance to the next, so each chunk starts from the same state wherever it runs); tensors as
+    numpy arrays, since they cross a process boundary."""
+    with one_thread(), data.Espeak(private=True) as engine:      # small per-utterance ops
+        return [{k: v.numpy() if torch.is_tensor(v) else v for k, v in
+                 dict(utterance(r["text"], cfg.voices[i % len(cfg.voices)], cfg.rate, cfg.pitch,
+                                keep_wave=keep_all or i < cfg.vocoder_utterances, engine=engine), source=r["source"]).items()}
+                for i, r in enumerate(picked[start:stop], start)]
+
+def speech_corpus(cfg: TalkerConfig, progress: bool = True, workers: int | None = None) -> dict[str, list[dict]]:
     """`{train, test}` utterances, cached in data_dir: `n_train` sentences of the split registry's train split (for the
     codec, the vocoder and the Talker) and `n_val` of its test split (for the round trip; no stage trains on them), the
-    voices dealt in turn. The first `vocoder_utterances` training utterances and every test one keep their audio."""
-    from tqdm import tqdm
+    voices dealt in turn. The first `vocoder_utterances` training utterances and every test one keep their audio.
+    Synthesised in chunks of `CORPUS_CHUNK` sentences, each by a fresh engine, in `workers` processes (default: up to 2
+    for 500 sentences or more): the corpus is the same however many workers speak it."""
     check_voices(cfg)
     reg = data.split_registry(cfg.data_dir)
-    params = dict(v=4, voices=cfg.voices, rate=cfg.rate, pitch=cfg.pitch, n_train=cfg.n_train, n_val=cfg.n_val,
-                  waves=cfg.vocoder_utterances, registry=reg["digest"])
+    params = dict(v=5, voices=cfg.voices, rate=cfg.rate, pitch=cfg.pitch, n_train=cfg.n_train, n_val=cfg.n_val,
+                  waves=cfg.vocoder_utterances, registry=reg["digest"], chunk=CORPUS_CHUNK)
     path = data.data_root(cfg.data_dir) / "talker" / f"corpus_{data.params_digest(params)}.pt"
     if path.exists(): return torch.load(path, weights_only=True)
     rows = {split: data.draw_sentences(data.registry_sentences(split, cfg.data_dir), n, data.SPEECH_MIX[split], f"talker-{split}")
             for split, n in (("train", cfg.n_train), ("test", cfg.n_val))}
-    out = {}
-    with one_thread():                           # small per-utterance ops
-        for split, picked in rows.items():
-            out[split] = [dict(utterance(r["text"], cfg.voices[i % len(cfg.voices)], cfg.rate, cfg.pitch,
-                                         keep_wave=split == "test" or i < cfg.vocoder_utterances), source=r["source"])
-                          for i, r in enumerate(tqdm(picked, desc=f"espeak {split}", disable=not progress, file=sys.stdout,
-                                                     ascii=True, mininterval=5))]
+    if workers is None: workers = min(2, os.cpu_count() or 1) if cfg.n_train >= 500 else 1
+    out, t0 = {}, time.time()
+    for split, picked in rows.items():
+        make = functools.partial(_corpus_chunk, picked=picked, cfg=cfg, keep_all=split == "test")
+        out[split] = [{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in u.items()}
+                      for u in data.in_chunks(make, len(picked), workers, chunk=CORPUS_CHUNK)]
+        if progress: print(f"espeak {split}: {len(picked)} utterances, {time.time() - t0:.0f} s", flush=True)
     atomic_write(path, lambda t: torch.save(out, t))
     return out
 

@@ -186,3 +186,25 @@ def test_default_model_is_reloaded_when_retrained(small_cfg, tmp_path, monkeypat
     second.lm = None
     assert A.transcribe(wave, lm=False) == A.transcribe(wave, model=second, lm=False) != A.transcribe(wave, model=first, lm=False)
     assert f"transcribe: reloaded {folder / 'final.pt'}" in capsys.readouterr().out
+
+def test_cached_features_same_in_forked_workers(tmp_path):
+    "Log-mels computed in two forked workers equal those computed in this process, in manifest order, and the cache reads them back."
+    csv = data.build_speech_set(["one red circle.", "good evening.", "two blue stars.", "it is late."], ["en-us", "en-gb-x-rp"],
+                                tmp_path / "set", progress=False)
+    forked = A.cached_features(csv, workers=2)
+    rows = data.read_manifest(csv)
+    assert len(forked["mels"]) == len(rows) == 4
+    for m, row in zip(forked["mels"], rows):
+        assert m.dtype == torch.float16
+        torch.testing.assert_close(m, A.wave_to_mel(data.load_audio(row["path"])).to(torch.float16), rtol=0, atol=0)
+    again = A.cached_features(csv, workers=1)
+    assert all(torch.equal(a, b) for a, b in zip(forked["mels"], again["mels"]))
+
+def test_beam_decode_all_same_in_forked_workers():
+    "The set's beam searches run in two forked workers: the transcripts, in order, are those of one search after another."
+    lm = A.CharNgramLM(3).fit(["the red circle", "a blue square", "two green stars", "the cat sat"])
+    g = torch.Generator().manual_seed(0)
+    lps = [(torch.randn(int(n), len(A.VOCAB), generator=g) * 3).log_softmax(-1) for n in torch.randint(5, 40, (9,), generator=g)]
+    one_by_one = [A.beam_decode(lp, lm, beam_size=4, lm_weight=0.5, lm_bonus=1.0) for lp in lps]
+    assert len(set(one_by_one)) > 3                        # distinct transcripts, so an order mix-up would show
+    assert A.beam_decode_all(lps, lm, workers=2, beam_size=4, lm_weight=0.5, lm_bonus=1.0) == one_by_one

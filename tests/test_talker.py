@@ -298,3 +298,17 @@ def test_voice_classifier_shapes():
 def test_bad_voice_config():
     with pytest.raises(ValueError, match="unknown espeak voice"):
         T.check_voices(load_config("talker_tiny", voices=["en-us", "en-nowhere"]))
+
+def test_corpus_is_the_same_whatever_the_workers():
+    "The corpus is spoken in forked workers, a fresh engine per chunk: an utterance must not depend on which process spoke it."
+    import functools, numpy as np
+    from muomni import data as D
+    cfg = load_config("talker_tiny", preset="smoke")
+    picked = [dict(text=t, source="s") for t in ("the red circle is above the square.", "good morning to you all.", "two blue stars.",
+                                                 "what light through yonder window breaks?", "it is raining again today.")]
+    make = functools.partial(T._corpus_chunk, picked=picked, cfg=cfg, keep_all=True)
+    serial, forked = (D.in_chunks(make, len(picked), workers=w, chunk=2) for w in (1, 2))
+    assert [u["voice"] for u in serial] == [cfg.voices[i % len(cfg.voices)] for i in range(len(picked))]
+    for a, b in zip(serial, forked):
+        assert (a["text"], a["voice"], a["source"]) == (b["text"], b["voice"], b["source"])
+        for k in ("mel", "wave", "phones", "durs"): np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
