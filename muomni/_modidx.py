@@ -689,6 +689,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'muomni.talker.one_thread.__enter__': ('stage_d.html#one_thread.__enter__', 'muomni/talker.py'),
                                'muomni.talker.one_thread.__exit__': ('stage_d.html#one_thread.__exit__', 'muomni/talker.py'),
                                'muomni.talker.pad_mel': ('stage_d.html#pad_mel', 'muomni/talker.py'),
+                               'muomni.talker.paired_cer_interval': ('stage_d.html#paired_cer_interval', 'muomni/talker.py'),
                                'muomni.talker.phone_inventory': ('stage_d.html#phone_inventory', 'muomni/talker.py'),
                                'muomni.talker.phoneme_agreement': ('stage_d.html#phoneme_agreement', 'muomni/talker.py'),
                                'muomni.talker.phoneme_timeline': ('stage_d.html#phoneme_timeline', 'muomni/talker.py'),

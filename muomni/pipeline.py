@@ -253,6 +253,9 @@ RESULT_ROWS += [
      "vocoder below Griffin-Lim", "{mcd_true_vocoder:.2f} / {mcd_true_griffinlim:.2f} dB; {mcd_talker_vocoder:.2f} / {mcd_talker_griffinlim:.2f} dB"),
     ("D", "judge CER of the Talker's speech through the vocoder / through Griffin-Lim", "vocoder no worse",
      "{cer_talker_vocoder:.1%} / {cer_talker_griffinlim:.1%}"),
+    ("D", "judge CER, vocoder minus Griffin-Lim on the same sentences: 95 % paired-bootstrap interval, Talker's mels / true mels",
+     "reported", "{cer_talker_vocoder_minus_griffinlim_lo:+.1%} to {cer_talker_vocoder_minus_griffinlim_hi:+.1%} / "
+     "{cer_true_vocoder_minus_griffinlim_lo:+.1%} to {cer_true_vocoder_minus_griffinlim_hi:+.1%}"),
     ("D", "voice classifier names which of the Talker's voices speaks, test sentences / on espeak's own audio", "≥ 80 %",
      "{voice_id_accuracy_talker:.1%} / {voice_id_accuracy_espeak:.1%}"),
     ("D", "streaming a 40-word sentence on 2 CPU threads: time to first audio / real-time factor", "≤ 0.150 s / ≤ 0.1",

@@ -42,8 +42,8 @@ __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'CORPUS_
            'default_talker', 'speak', 'speak_stream', 'stream_timing', 'stream_difference', 'stream_threads',
            'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss', 'voice_id_config',
            'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'error_rates', 'asr_judge', 'codec_resynth',
-           'reference_audio', 'roundtrip', 'roundtrip_summary', 'train_talker', 'roundtrip_metrics',
-           'talker_voice_accuracy', 'evaluate_talker', 'count_samples', 'bench']
+           'reference_audio', 'roundtrip', 'paired_cer_interval', 'roundtrip_summary', 'train_talker',
+           'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker', 'count_samples', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #cd477581
 class ResidualVQ(nn.Module):
@@ -1383,6 +1383,17 @@ def roundtrip(talker: Talker, utterances: list[dict], transcribe, batch_size: in
             rows.append(row)
     return roundtrip_summary(rows)
 
+# %% ../nbs/30_stage_d.ipynb #0062d699
+def paired_cer_interval(refs: list[str], hyps_a: list[str], hyps_b: list[str], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    "95 % interval of CER(a) - CER(b) over the same sentences, from a paired bootstrap over whole sentences."
+    from torchaudio.functional import edit_distance
+    refs = [data.normalize_transcript(r) for r in refs]
+    edits = lambda hyps: np.array([edit_distance(list(r), list(data.normalize_transcript(h))) for r, h in zip(refs, hyps)], float)
+    diff_edits, chars = edits(hyps_a) - edits(hyps_b), np.array([max(len(r), 1) for r in refs], float)
+    draws = np.random.default_rng(seed).integers(0, len(refs), (n_boot, len(refs)))       # sentence indices, with replacement
+    lo, hi = np.quantile(diff_edits[draws].sum(1) / chars[draws].sum(1), [0.025, 0.975])
+    return float(lo), float(hi)
+
 # %% ../nbs/30_stage_d.ipynb #b5ff168f
 def _rates(rows: list[dict], key: str) -> dict: return error_rates([r["text"] for r in rows], [r[key] for r in rows])
 
@@ -1410,6 +1421,10 @@ def roundtrip_summary(rows: list[dict]) -> dict:
             out[f"mcd_{k}"] = sum(r[f"mcd_{k}"] for r in compared) / len(compared)
         for k in ("true_griffinlim", "true_vocoder", "talker_griffinlim"): out[f"cer_{k}"] = _rates(compared, f"hyp_{k}")["cer"]
         out.update(cer_talker_vocoder=_rates(compared, "hyp")["cer"], cer_espeak_compared=_rates(compared, "floor")["cer"], n_compared=len(compared))
+        for mels, vocoder in (("talker", "hyp"), ("true", "hyp_true_vocoder")):     # how far apart the two could really be
+            lo, hi = paired_cer_interval([r["text"] for r in compared], [r[vocoder] for r in compared],
+                                         [r[f"hyp_{mels}_griffinlim"] for r in compared])
+            out.update({f"cer_{mels}_vocoder_minus_griffinlim_lo": lo, f"cer_{mels}_vocoder_minus_griffinlim_hi": hi})
     if rows and "voice_talker" in rows[0]:
         out["voice_id_accuracy_talker"] = sum(r["voice_talker"] == r["voice"] for r in rows) / len(rows)
         out["voice_id_accuracy_espeak_roundtrip"] = sum(r["voice_espeak"] == r["voice"] for r in rows) / len(rows)

@@ -312,3 +312,15 @@ def test_corpus_is_the_same_whatever_the_workers():
     for a, b in zip(serial, forked):
         assert (a["text"], a["voice"], a["source"]) == (b["text"], b["voice"], b["source"])
         for k in ("mel", "wave", "phones", "durs"): np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+def test_roundtrip_summary_brackets_the_vocoder_difference():
+    "The vocoder comparison carries a paired-bootstrap interval of the CER difference, above zero when the vocoder loses a letter everywhere."
+    texts = ["a red circle", "two blue squares", "the green star", "good morning", "a yellow cross", "it is raining"]
+    rows = [dict(text=t, hyp=t[:-1], floor=t, codec=t, source="", voice="en-us", ratio=1.0, wave=None,
+                 hyp_true_vocoder=t, hyp_true_griffinlim=t, hyp_talker_griffinlim=t,
+                 **{f"mcd_{k}": 5.0 for k in ("true_griffinlim", "true_vocoder", "talker_griffinlim", "talker_vocoder")})
+            for t in texts]
+    out = T.roundtrip_summary(rows)
+    assert 0 < out["cer_talker_vocoder_minus_griffinlim_lo"] <= out["cer_talker_vocoder_minus_griffinlim_hi"]
+    assert out["cer_true_vocoder_minus_griffinlim_lo"] == out["cer_true_vocoder_minus_griffinlim_hi"] == 0.0
+    assert out["cer_talker_vocoder"] > out["cer_talker_griffinlim"] == 0.0
