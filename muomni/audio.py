@@ -237,8 +237,10 @@ def pad_mels(mels):
 # %% ../nbs/28_stage_b.ipynb #db0e8ec5
 def _mels_of(start: int, stop: int, paths: list) -> list[np.ndarray]:
     "float16 log-mel rows of the audio files `paths[start:stop]`, as numpy arrays (they may cross a process boundary)."
-    torch.set_num_threads(1)                      # in a forked worker: one thread each, small per-file ops
-    return [wave_to_mel(data.load_audio(p)).to(torch.float16).numpy() for p in paths[start:stop]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                      # one thread per worker: small per-file ops
+    try: return [wave_to_mel(data.load_audio(p)).to(torch.float16).numpy() for p in paths[start:stop]]
+    finally: torch.set_num_threads(threads)       # in_chunks runs a lone chunk in this process
 
 def cached_features(manifest, max_items: int = 0, workers: int | None = None) -> dict:
     """Log-mel rows (float16 (T, n_mels) tensors), transcripts, voices and sentence sources of a manifest, computed once

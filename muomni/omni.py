@@ -993,9 +993,11 @@ _forked: dict = {}      # what forked workers read instead of receiving it pickl
 def _joint_part(start: int, stop: int, threads: int = 1) -> list[str]:
     "The joint decoder's transcripts of items `start`..`stop` of the set in `_forked` (a clip heard as no speech: '')."
     omni, collate, items, greedy, ctc = _forked["joint"]
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)      # one per forked worker: a beam step is many tiny ops
-    return ["" if is_no_speech(g) else joint_transcribe(omni, collate([it], left_pad=True), ctc[j])
-            for j, g, it in zip(range(start, stop), greedy[start:stop], items[start:stop])]
+    try: return ["" if is_no_speech(g) else joint_transcribe(omni, collate([it], left_pad=True), ctc[j])
+                 for j, g, it in zip(range(start, stop), greedy[start:stop], items[start:stop])]
+    finally: torch.set_num_threads(before)    # in_chunks runs a lone chunk in this process
 
 def joint_transcripts(omni: Omni, collate, items: list[dict], greedy: list[str], ctc: list, workers: int | None = None) -> list[str]:
     """`joint_transcribe` of every prompt item (`collate` makes its one-row batch; `ctc`: Stage B's log-probs per item),

@@ -208,3 +208,13 @@ def test_beam_decode_all_same_in_forked_workers():
     one_by_one = [A.beam_decode(lp, lm, beam_size=4, lm_weight=0.5, lm_bonus=1.0) for lp in lps]
     assert len(set(one_by_one)) > 3                        # distinct transcripts, so an order mix-up would show
     assert A.beam_decode_all(lps, lm, workers=2, beam_size=4, lm_weight=0.5, lm_bonus=1.0) == one_by_one
+
+def test_a_lone_chunk_leaves_the_thread_count_alone(tmp_path):
+    "With a single chunk in_chunks works in this process: the one-thread setting of a worker must not stick to it."
+    csv = data.build_speech_set(["one red circle."], ["en-us"], tmp_path / "one", progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(A.cached_features(csv, workers=2)["mels"]) == 1
+        assert torch.get_num_threads() == 2
+    finally: torch.set_num_threads(before)
