@@ -4,7 +4,7 @@
 
 # %% ../nbs/28_stage_b.ipynb #14ebd53e
 from __future__ import annotations
-import collections, functools, hashlib, json, math, os, time
+import collections, hashlib, json, math, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,13 +235,6 @@ def pad_mels(mels):
     return out, lengths.to(out.device)
 
 # %% ../nbs/28_stage_b.ipynb #db0e8ec5
-def _mels_of(start: int, stop: int, paths: list) -> list[np.ndarray]:
-    "float16 log-mel rows of the audio files `paths[start:stop]`, as numpy arrays (they may cross a process boundary)."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                      # one thread per worker: small per-file ops
-    try: return [wave_to_mel(data.load_audio(p)).to(torch.float16).numpy() for p in paths[start:stop]]
-    finally: torch.set_num_threads(threads)       # in_chunks runs a lone chunk in this process
-
 def cached_features(manifest, max_items: int = 0, workers: int | None = None) -> dict:
     """Log-mel rows (float16 (T, n_mels) tensors), transcripts, voices and sentence sources of a manifest, computed once
     (in `workers` forked processes; default up to 2 for 500 files or more) and cached."""
@@ -256,10 +249,8 @@ def cached_features(manifest, max_items: int = 0, workers: int | None = None) ->
         except Exception: pass                    # a broken cache is rebuilt
     texts = [data.normalize_transcript(row["text"]) for row in rows]
     if workers is None: workers = min(2, os.cpu_count() or 1) if len(rows) >= 500 else 1
-    if workers > 1:
-        make = functools.partial(_mels_of, paths=[row["path"] for row in rows])
-        mels = [torch.from_numpy(m) for m in data.in_chunks(make, len(rows), workers, chunk=-(-len(rows) // (4 * workers)))]
-    else: mels = [wave_to_mel(data.load_audio(row["path"])).to(torch.float16) for row in rows]
+    mels_of = lambda a, b: [wave_to_mel(data.load_audio(r["path"])).to(torch.float16).numpy() for r in rows[a:b]]   # numpy: may cross processes
+    mels = [torch.from_numpy(m) for m in data.in_chunks(mels_of, len(rows), workers, chunk=-(-len(rows) // (4 * workers)))]
     feats = dict(mels=mels, texts=texts, voices=[r.get("voice", "") for r in rows], sources=[r.get("source", "") for r in rows])
     atomic_write(cache, lambda t: torch.save(feats, t))
     return feats
@@ -427,19 +418,12 @@ def _eval_batches(feats, batch_size, max_items=0):
     order = sorted(range(n), key=lambda i: feats["mels"][i].shape[0])
     for s in range(0, n, batch_size): yield order[s:s + batch_size]
 
-_forked: dict = {}      # what forked workers read instead of receiving it pickled
-
-def _beam_part(start: int, stop: int) -> list[str]:
-    log_probs, lm, settings = _forked["beams"]
-    return [beam_decode(lp, lm, **settings) for lp in log_probs[start:stop]]
-
 def beam_decode_all(log_probs: list, lm: CharNgramLM | None = None, workers: int | None = None, **settings) -> list[str]:
     """`beam_decode` of each (T_i, len(VOCAB)) log-probability matrix, in order; in `workers` forked processes (default:
     up to 2 for 64 or more), since the search is Python that keeps one core busy."""
     if workers is None: workers = min(2, os.cpu_count() or 1) if len(log_probs) >= 64 else 1
-    _forked["beams"] = (log_probs, lm, settings)
-    try: return data.in_chunks(_beam_part, len(log_probs), workers, chunk=-(-len(log_probs) // (4 * max(1, workers))))
-    finally: _forked.pop("beams", None)
+    search = lambda a, b: [beam_decode(lp, lm, **settings) for lp in log_probs[a:b]]
+    return data.in_chunks(search, len(log_probs), workers, chunk=-(-len(log_probs) // (4 * max(1, workers))))
 
 @torch.no_grad()
 def transcribe_features(model, feats, batch_size: int = 64, max_items: int = 0, lm=None, beam_size: int = 1,

@@ -6,7 +6,7 @@ handwritten digits, loaders for real datasets, and the one log-mel definition ev
 # %% ../nbs/01_data.ipynb #81a3f7a3
 from __future__ import annotations
 import csv, ctypes, dataclasses, hashlib, io, json, math, os, random, re, shutil, subprocess, sys, tarfile
-import functools, threading, time, unicodedata, warnings
+import functools, itertools, threading, time, unicodedata, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -881,14 +881,27 @@ def _shape_items(start: int, stop: int, seed: int, image_size: int, exclude_comb
         out.append(shape_example(random_shape_spec(rng, exclude_combos, only_combos, counts, backgrounds), image_size, rng, renderer))
     return out
 
+_chunk_jobs: dict = {}                 # in_chunks' `make`s, by job number: forked workers inherit them
+_job_numbers = itertools.count()
+
+def _run_chunk(job: int, start: int, stop: int) -> list:
+    torch.set_num_threads(1)           # a forked worker: one thread each, the cores are shared among workers
+    return _chunk_jobs[job](start, stop)
+
 def in_chunks(make, n: int, workers: int = 1, chunk: int = 500) -> list:
-    "make(start, stop) over 0..n in chunks, in `workers` forked processes when more than one; the results in order."
+    """make(start, stop) over 0..n in chunks, in `workers` forked processes when more than one; the results in order.
+    Workers inherit `make` and all it holds (a model, feature banks) instead of receiving it pickled, and run one torch
+    thread each; only their results travel back, pickled. A single chunk runs here, with this process's threads."""
     bounds = [(i, min(n, i + chunk)) for i in range(0, n, chunk)]
     if workers <= 1 or len(bounds) < 2: return [x for a, b in bounds for x in make(a, b)]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-        return [x for part in pool.map(make, *zip(*bounds)) for x in part]
+    job = next(_job_numbers)
+    _chunk_jobs[job] = make
+    try:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+            return [x for part in pool.map(_run_chunk, [job] * len(bounds), *zip(*bounds)) for x in part]
+    finally: _chunk_jobs.pop(job, None)
 
 def shapes_dataset(n: int, seed: int = 0, image_size: int = 64, exclude_combos=(), only_combos=None, counts=COUNTS,
                    backgrounds=BACKGROUNDS, renderer=None, workers: int = 1) -> list[dict]:

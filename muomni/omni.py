@@ -988,28 +988,15 @@ def reply_budget(tok) -> int:
     return 1 + max(max(len(tok.encode(r)), len(char_ids(tok, r))) for r in HONEST_REPLIES.values())
 
 # %% ../nbs/31_stage_e.ipynb #f62e6e33
-_forked: dict = {}      # what forked workers read instead of receiving it pickled (a model, the feature banks)
-
-def _joint_part(start: int, stop: int, threads: int = 1) -> list[str]:
-    "The joint decoder's transcripts of items `start`..`stop` of the set in `_forked` (a clip heard as no speech: '')."
-    omni, collate, items, greedy, ctc = _forked["joint"]
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)      # one per forked worker: a beam step is many tiny ops
-    try: return ["" if is_no_speech(g) else joint_transcribe(omni, collate([it], left_pad=True), ctc[j])
-                 for j, g, it in zip(range(start, stop), greedy[start:stop], items[start:stop])]
-    finally: torch.set_num_threads(before)    # in_chunks runs a lone chunk in this process
-
 def joint_transcripts(omni: Omni, collate, items: list[dict], greedy: list[str], ctc: list, workers: int | None = None) -> list[str]:
     """`joint_transcribe` of every prompt item (`collate` makes its one-row batch; `ctc`: Stage B's log-probs per item),
     except those the greedy answer heard as no speech. On a CPU in `workers` forked processes (default: up to 2), since
     one search is too small to keep two cores busy; the transcripts are the same either way."""
+    from muomni.data import in_chunks
     if workers is None: workers = min(2, os.cpu_count() or 1) if omni.device.type == "cpu" else 1
-    _forked["joint"] = (omni, collate, items, greedy, ctc)
-    try:
-        if workers <= 1: return _joint_part(0, len(items), torch.get_num_threads())
-        from muomni.data import in_chunks
-        return in_chunks(_joint_part, len(items), workers, chunk=-(-len(items) // (4 * workers)))
-    finally: _forked.pop("joint", None)
+    part = lambda a, b: ["" if is_no_speech(greedy[j]) else joint_transcribe(omni, collate([items[j]], left_pad=True), ctc[j])
+                         for j in range(a, b)]          # a clip heard as no speech has an empty transcript
+    return in_chunks(part, len(items), workers, chunk=-(-len(items) // (4 * max(1, workers))))
 
 def _asr_metrics(omni: Omni, data: dict, cfg: OmniConfig, items: list[dict], hyps: list[str], split: str, limit: int) -> tuple[dict, list[str]]:
     """(asr_wer and asr_cer, the transcripts scored) of the greedy answers `hyps`; on the whole test set with the joint

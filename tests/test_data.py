@@ -267,3 +267,13 @@ def test_alignments_roundtrip(tmp_path):
     words = aligned[rows[1]["path"]]["words"]
     assert [w.name for w in words] == ["Fair", "is", "foul", "and", "foul", "is", "fair"]
     assert words[-1].sample < rows[1]["duration"] * D.SAMPLE_RATE
+
+def test_in_chunks_workers_inherit_make_and_run_one_thread():
+    "Forked workers get `make` without pickling it (a lock cannot be pickled) and run one torch thread; results come back in order."
+    import threading, torch
+    lock, before = threading.Lock(), torch.get_num_threads()
+    make = lambda a, b: [(i, torch.get_num_threads(), lock is not None) for i in range(a, b)]
+    out = D.in_chunks(make, 7, workers=2, chunk=2)
+    assert [i for i, _, _ in out] == list(range(7)) and all(t == 1 and ok for _, t, ok in out)
+    assert D.in_chunks(make, 2, workers=2, chunk=5) == [(0, before, True), (1, before, True)]   # one chunk: here, own threads
+    assert torch.get_num_threads() == before and not D._chunk_jobs
