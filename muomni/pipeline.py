@@ -248,6 +248,8 @@ RESULT_ROWS += [
      "{roundtrip_cer:.1%} / {espeak_cer:.1%}"),
     ("D", "round-trip CER on everyday test sentences / the judge's floor", "≤ 1.5 x the floor",
      "{roundtrip_cer_everyday:.1%} / {espeak_cer_everyday:.1%}"),
+    ("D", "round-trip CER with the decoder reading the Talker's greedy codes instead of their expectation: test / everyday sentences",
+     "reported", "{roundtrip_cer_codes:.1%} / {roundtrip_cer_codes_everyday:.1%}"),
     ("D", "RVQ codebook usage / test mel MSE (standardised)", "> 50 %", "{codebook_usage:.1%} / {recon_mse:.3f}"),
     ("D", "mel-cepstral distance to espeak's audio, vocoder / Griffin-Lim: from true mels; from the Talker's mels",
      "vocoder below Griffin-Lim", "{mcd_true_vocoder:.2f} / {mcd_true_griffinlim:.2f} dB; {mcd_talker_vocoder:.2f} / {mcd_talker_griffinlim:.2f} dB"),

@@ -37,12 +37,12 @@ __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'CORPUS_
            'dtw_mean', 'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops', 'codec_mel',
            'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
            'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes',
-           'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream', 'talker_eval_fn',
-           'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of', 'vocoder_name',
-           'default_talker', 'speak', 'speak_stream', 'stream_timing', 'stream_difference', 'stream_threads',
-           'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss', 'voice_id_config',
-           'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'error_rates', 'asr_judge', 'codec_resynth',
-           'reference_audio', 'roundtrip', 'paired_cer_interval', 'roundtrip_summary', 'train_talker',
+           'reads_expected', 'speak_mels', 'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream',
+           'talker_eval_fn', 'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of',
+           'vocoder_name', 'default_talker', 'speak', 'speak_stream', 'stream_timing', 'stream_difference',
+           'stream_threads', 'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss',
+           'voice_id_config', 'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'error_rates', 'asr_judge',
+           'codec_resynth', 'reference_audio', 'roundtrip', 'paired_cer_interval', 'roundtrip_summary', 'train_talker',
            'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker', 'count_samples', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #cd477581
@@ -240,8 +240,10 @@ def encode(self: RVQCodec, mel: torch.Tensor, lengths=None) -> torch.Tensor:
 @patch
 @torch.no_grad()
 def decode(self: RVQCodec, codes: torch.Tensor, lengths=None, voice=None) -> torch.Tensor:
-    "codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row; `voice`: see `_add_voice`."
-    return self.denormalize(self.decode_latents(self.rvq.lookup(codes), lengths, voice))
+    """codes (B, L, n_q) -> raw log-mel (B, 8L, n_mels); `lengths`: real code frames per row; `voice`: see `_add_voice`.
+    Floating-point `codes` (B, L, dim) are taken as quantised latents already (the Talker's expected latents)."""
+    zq = codes if codes.is_floating_point() else self.rvq.lookup(codes)
+    return self.denormalize(self.decode_latents(zq, lengths, voice))
 
 # %% ../nbs/30_stage_d.ipynb #fe538461
 def pad_mel(mel: torch.Tensor, multiple: int = STACK) -> torch.Tensor:
@@ -445,6 +447,7 @@ class TalkerConfig(TrainConfig):
     n_eval: int = 50
     n_compare: int = 24            # test utterances for vocoder against Griffin-Lim (mel-cepstral distance, judge CER)
     temperature: float = 0.0       # 0: greedy decoding of codes
+    decode: str = "expected"       # what the codec decoder reads: "expected" latents under the Talker's distribution, or its "codes"
     asr_dir: str = "auto"          # Stage B checkpoint for the round-trip judge ("auto": this preset's Stage B save folder)
 
 # %% ../nbs/30_stage_d.ipynb #1b3f4357
@@ -911,26 +914,33 @@ def plan(self: Talker, phones: torch.Tensor, voice: int | None = None) -> tuple[
 # %% ../nbs/30_stage_d.ipynb #4b959879
 @patch
 @torch.no_grad()
-def generate_frames(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0):
-    "KV-cached generation for conditioning (B, L, d): yields each frame's codes (B, n_q) as soon as it is made."
+def generate_frames(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0, expected: bool = False):
+    """KV-cached generation for conditioning (B, L, d): yields each frame's codes (B, n_q) as soon as it is made; with
+    `expected=True`, (codes, expected latent (B, codec dim)): the sum over codebooks of each codebook's vectors weighted
+    by the Talker's probabilities (needs the attached codec)."""
     B, L, _ = cond.shape
     if L > self.cfg.max_frames: raise ValueError(f"{L} code frames exceed max_frames={self.cfg.max_frames}")
     cache, prev = KVCache(self.cfg.n_layers), None
     for t in range(L):
         x = self._inputs(cond[:, t:t + 1], prev)
         h = self._run(x, start=t, cache=cache)[:, -1]
-        frame = []
+        frame, latent = [], 0.0
         for i in range(self.cfg.codebooks):
-            frame.append(sample_codes(self._logits(h, i, frame), temperature, top_k))
+            logits = self._logits(h, i, frame)
+            frame.append(sample_codes(logits, temperature, top_k))
+            if expected: latent = latent + logits.float().softmax(-1) @ self.codec.rvq.codebooks[i].float()
         prev = torch.stack(frame, -1)[:, None]
-        yield prev[:, 0]
+        yield (prev[:, 0], latent) if expected else prev[:, 0]
 
 @patch
 @torch.no_grad()
-def generate(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
-    "Codes (B, L, n_q) for conditioning (B, L, d), one frame (all its codebooks) per step."
+def generate(self: Talker, cond: torch.Tensor, temperature: float = 0.0, top_k: int = 0, expected: bool = False):
+    """Codes (B, L, n_q) for conditioning (B, L, d), one frame (all its codebooks) per step; with `expected=True`,
+    (codes, expected latents (B, L, codec dim))."""
     if cond.shape[1] > self.cfg.max_frames: raise ValueError(f"{cond.shape[1]} code frames exceed max_frames={self.cfg.max_frames}")
-    return torch.stack(list(self.generate_frames(cond, temperature, top_k)), 1)
+    frames = list(self.generate_frames(cond, temperature, top_k, expected))
+    if not expected: return torch.stack(frames, 1)
+    return torch.stack([c for c, _ in frames], 1), torch.stack([z for _, z in frames], 1)
 
 # %% ../nbs/30_stage_d.ipynb #79632cd0
 def sample_codes(logits: torch.Tensor, temperature: float = 0.0, top_k: int = 0) -> torch.Tensor:
@@ -984,8 +994,10 @@ def phone_inventory(utterances: list[dict]) -> list[str]:
 
 # %% ../nbs/30_stage_d.ipynb #7c896354
 @torch.no_grad()
-def speak_codes(talker: Talker, texts: list[str], temperature: float | None = None, voices: list | None = None) -> list[torch.Tensor]:
-    "Codes (L, n_q) for each text in its voice (`voices[i]`, None: the default); batched generation (rows padded to the longest plan, then cut)."
+def speak_codes(talker: Talker, texts: list[str], temperature: float | None = None, voices: list | None = None,
+                expected: bool = False) -> list:
+    """Codes (L, n_q) for each text in its voice (`voices[i]`, None: the default); batched generation (rows padded to the
+    longest plan, then cut). With `expected=True`, pairs (codes, expected latents (L, codec dim)) of the same frames."""
     dev = next(talker.parameters()).device
     temperature = talker.cfg.temperature if temperature is None else temperature
     voices = [talker.voice_index(v) for v in (voices or [None] * len(texts))]
@@ -993,12 +1005,27 @@ def speak_codes(talker: Talker, texts: list[str], temperature: float | None = No
         conds = [talker.plan(talker.phone_tensor(text_phonemes(t, talker.voices[v])).to(dev), v)[1][0] for t, v in zip(texts, voices)]
         L = max(c.shape[0] for c in conds)
         batch = torch.stack([F.pad(c, (0, 0, 0, L - c.shape[0])) for c in conds])
-        codes = talker.generate(batch, temperature)
-    return [codes[i, :c.shape[0]].cpu() for i, c in enumerate(conds)]
+        out = talker.generate(batch, temperature, expected=expected)
+    cut = lambda x, i: x[i, :conds[i].shape[0]].cpu()
+    return [(cut(out[0], i), cut(out[1], i)) if expected else cut(out, i) for i in range(len(conds))]
+
+def reads_expected(talker: Talker) -> bool:
+    """Whether the codec decoder reads the Talker's expected latents (`cfg.decode="expected"`) rather than its codes."""
+    if talker.cfg.decode not in ("expected", "codes"):
+        raise ValueError(f"talker config: decode must be 'expected' or 'codes', got {talker.cfg.decode!r}")
+    return talker.cfg.decode == "expected"
+
+def speak_mels(talker: Talker, texts: list[str], temperature: float | None = None, voices: list | None = None) -> list[torch.Tensor]:
+    """The raw log-mel (8L, n_mels) of each text in its voice: the codec decodes the Talker's expected latents
+    (`cfg.decode="expected"`) or its codes (`"codes"`)."""
+    voices = voices or [None] * len(texts)
+    expected = reads_expected(talker)
+    outs = speak_codes(talker, texts, temperature, voices, expected)
+    return [codes_to_mel(talker.codec, o[1] if expected else o, talker.voice_index(v)) for o, v in zip(outs, voices)]
 
 @torch.no_grad()
 def codes_to_mel(codec: RVQCodec, codes: torch.Tensor, voice: int = 0) -> torch.Tensor:
-    "Codes (L, n_q) -> raw log-mel (8L, n_mels) through the codec decoder, in voice index `voice`."
+    "Codes (L, n_q), or expected latents (L, dim), -> raw log-mel (8L, n_mels) through the codec decoder, in voice index `voice`."
     dev = next(codec.parameters()).device
     return codec.decode(codes.to(dev)[None], voice=voice)[0].float().cpu()
 
@@ -1010,19 +1037,20 @@ def mel_to_audio(mel: torch.Tensor, vocoder: Vocoder | None = None) -> torch.Ten
     return vocoder(mel.float().to(next(vocoder.parameters()).device)[None])[0].float().cpu()
 
 def codes_to_wave(codec: RVQCodec, codes: torch.Tensor, voice: int = 0, vocoder: Vocoder | None = None) -> torch.Tensor:
-    "Codes (L, n_q) -> 16 kHz wave through the codec decoder and the vocoder (Griffin-Lim when there is none)."
+    "Codes (L, n_q) or expected latents (L, dim) -> 16 kHz wave through the codec decoder and the vocoder (Griffin-Lim when there is none)."
     return mel_to_audio(codes_to_mel(codec, codes, voice), vocoder)
 
 # %% ../nbs/30_stage_d.ipynb #bc2f5dec
 class MelStream:
-    "Code frames in, as the Talker makes them; raw log-mel frames out, once no later code frame can change them."
+    """Code frames in, as the Talker makes them (codes (n_q,) or expected latents (dim,)); raw log-mel frames out, once no
+    later code frame can change them."""
     def __init__(self, codec: RVQCodec, voice: int, n_codes: int):
         self.codec, self.voice, self.L = codec, voice, n_codes
         self.r_code = sum(b.conv.kernel_size[0] // 2 for b in codec.decoder)    # code frames a decoded frame sees, each side
         self.r_mel = sum(b.conv.kernel_size[0] // 2 for b in codec.postnet)      # ... and log-mel frames, after unstacking
         self.codes, self.done = [], 0
 
-    def push(self, frame: torch.Tensor): self.codes.append(frame)               # frame (n_q,)
+    def push(self, frame: torch.Tensor): self.codes.append(frame)               # frame (n_q,) or (dim,)
 
     def ready(self) -> int:
         "How many log-mel frames are final with the code frames pushed so far."
@@ -1159,14 +1187,14 @@ def speak(text: str, talker: Talker | None = None, temperature: float | None = N
     `talker`: a loaded Talker (default: `default_talker()`)."""
     talker = talker or default_talker()
     if stream: return speak_stream(text, talker, voice, temperature, chunk_frames)
-    codes = speak_codes(talker, [text], temperature, [voice])[0]
-    return codes_to_wave(talker.codec, codes, talker.voice_index(voice), vocoder_of(talker)), data.SAMPLE_RATE
+    return mel_to_audio(speak_mels(talker, [text], temperature, [voice])[0], vocoder_of(talker)), data.SAMPLE_RATE
 
 def speak_stream(text: str, talker: Talker, voice: str | None = None, temperature: float | None = None, chunk_frames: int = 8):
     "`speak(..., stream=True)`: checks the text and voice now, then returns the generator of wave chunks."
     v = talker.voice_index(voice)
     phones = talker.phone_tensor(text_phonemes(text, talker.voices[v]))
     if chunk_frames < 1: raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+    reads_expected(talker)                                       # a bad decode setting fails here, not at the first chunk
     return _wave_chunks(talker, phones, v, talker.cfg.temperature if temperature is None else temperature, chunk_frames)
 
 # %% ../nbs/30_stage_d.ipynb #f734471c
@@ -1175,14 +1203,16 @@ def _wave_chunks(talker: Talker, phones: torch.Tensor, voice: int, temperature: 
     threads = one_thread if dev.type == "cpu" else contextlib.nullcontext
     with threads(): cond = talker.plan(phones.to(dev), voice)[1]
     L = cond.shape[1]
+    expected = reads_expected(talker)
+    decoded = lambda out: out[1] if expected else out        # what the codec decoder reads (see speak_mels)
     if vocoder_of(talker) is None:                   # Griffin-Lim needs the whole spectrogram: one chunk at the end
-        with threads(): codes = talker.generate(cond, temperature)[0].cpu()
-        yield codes_to_wave(talker.codec, codes, voice); return
+        with threads(): frames = decoded(talker.generate(cond, temperature, expected=expected))[0].cpu()
+        yield codes_to_wave(talker.codec, frames, voice); return
     mels, waves = MelStream(talker.codec, voice, L), WaveStream(vocoder_of(talker), L * STACK)
-    frames = talker.generate_frames(cond, temperature)
+    frames = talker.generate_frames(cond, temperature, expected=expected)
     for t in range(L):
         with threads():
-            mels.push(next(frames)[0])
+            mels.push(decoded(next(frames))[0])
             due = waves.ready(mels.ready()) - waves.emitted >= (1 if waves.emitted == 0 else chunk_frames) * STACK * data.HOP_LENGTH
             chunk = waves.push(mels.take()) if due or t == L - 1 else None
         if chunk is not None and len(chunk): yield chunk
@@ -1368,16 +1398,19 @@ def roundtrip(talker: Talker, utterances: list[dict], transcribe, batch_size: in
     """Speak each test utterance's text in its voice, transcribe, compare: round-trip CER/WER, the espeak floor (same judge
     on espeak's audio, same voice), the codec alone (espeak's audio through the codec), durations; per source and per
     voice; for the first `n_compare`, Griffin-Lim against the vocoder (`_compare`); with `voice_id` (wave -> voice name),
-    how often the Talker's speech and espeak's are recognised as the voice asked for."""
+    how often the Talker's speech and espeak's are recognised as the voice asked for. When the decoder reads expected
+    latents (`cfg.decode`), the same frames' greedy codes are heard too (`hyp_codes`): what expected decoding buys."""
     cfg, vocoder, rows = talker.cfg, vocoder_of(talker), []
+    expected = reads_expected(talker)
     for s in range(0, len(utterances), batch_size):
         chunk = utterances[s:s + batch_size]
-        for u, codes in zip(chunk, speak_codes(talker, [u["text"] for u in chunk], voices=[u["voice"] for u in chunk])):
+        for u, (codes, latents) in zip(chunk, speak_codes(talker, [u["text"] for u in chunk], voices=[u["voice"] for u in chunk], expected=True)):
             v, ref = talker.voice_index(u["voice"]), reference_audio(u, cfg)
-            mel = codes_to_mel(talker.codec, codes, v)
+            mel = codes_to_mel(talker.codec, latents if expected else codes, v)
             w = mel_to_audio(mel, vocoder)
             row = dict(text=u["text"], source=u.get("source", ""), voice=u["voice"], hyp=transcribe(w), floor=transcribe(ref),
                        codec=transcribe(codec_resynth(talker.codec, ref, v, vocoder)), ratio=len(w) / len(ref), wave=w)
+            if expected: row["hyp_codes"] = transcribe(codes_to_wave(talker.codec, codes, v, vocoder))
             if len(rows) < n_compare and vocoder is not None: row.update(_compare(talker, u, ref, mel, w, transcribe))
             if voice_id is not None: row.update(voice_talker=voice_id(w), voice_espeak=voice_id(ref))
             rows.append(row)
@@ -1410,6 +1443,10 @@ def roundtrip_summary(rows: list[dict]) -> dict:
         r, f = _rates(sub, "hyp"), _rates(sub, "floor")
         out.update({f"roundtrip_cer_{src}": r["cer"], f"roundtrip_wer_{src}": r["wer"], f"espeak_cer_{src}": f["cer"],
                     f"espeak_wer_{src}": f["wer"], f"n_{src}": len(sub)})
+    if rows and "hyp_codes" in rows[0]:
+        out.update(roundtrip_cer_codes=_rates(rows, "hyp_codes")["cer"], roundtrip_wer_codes=_rates(rows, "hyp_codes")["wer"])
+        everyday = [r for r in rows if r["source"] == "everyday"]
+        if everyday: out["roundtrip_cer_codes_everyday"] = _rates(everyday, "hyp_codes")["cer"]
     out["per_voice"] = {}
     for voice in dict.fromkeys(r["voice"] for r in rows):
         sub = [r for r in rows if r["voice"] == voice]
@@ -1474,7 +1511,7 @@ def roundtrip_metrics(talker: Talker, utterances: list[dict], judge, n_compare: 
     """The round-trip entries of metrics.json for test `utterances` (dicts with text, voice and source; None values when
     there is no judge), which decoder made the sound, and which of the Talker's voices the judge (Stage B) trained on."""
     seen = {v: v in data.split_registry(talker.cfg.data_dir)["voices"]["train"] for v in talker.voices}
-    out = dict(vocoder=vocoder_name(talker), talker_voice=talker.cfg.voice, talker_voice_seen_by_judge=seen[talker.cfg.voice],
+    out = dict(vocoder=vocoder_name(talker), decode=talker.cfg.decode, talker_voice=talker.cfg.voice, talker_voice_seen_by_judge=seen[talker.cfg.voice],
                voices_seen_by_judge=seen)
     if judge is None or not utterances:
         if voice_id is not None and utterances: out["voice_id_accuracy_talker"] = talker_voice_accuracy(talker, utterances, voice_id)
@@ -1486,8 +1523,8 @@ def roundtrip_metrics(talker: Talker, utterances: list[dict], judge, n_compare: 
 # %% ../nbs/30_stage_d.ipynb #f9148e62
 def talker_voice_accuracy(talker: Talker, utterances: list[dict], classify) -> float:
     "Share of the Talker's renderings of `utterances` (each in its voice) that `classify(wave)` gives the right voice."
-    codes = speak_codes(talker, [u["text"] for u in utterances], voices=[u["voice"] for u in utterances])
-    waves = [codes_to_wave(talker.codec, c, talker.voice_index(u["voice"]), vocoder_of(talker)) for u, c in zip(utterances, codes)]
+    mels = speak_mels(talker, [u["text"] for u in utterances], voices=[u["voice"] for u in utterances])
+    waves = [mel_to_audio(m, vocoder_of(talker)) for m in mels]
     return voice_accuracy(classify, waves, [u["voice"] for u in utterances])
 
 # %% ../nbs/30_stage_d.ipynb #9454b332

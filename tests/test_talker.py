@@ -258,10 +258,12 @@ def test_voice_embedding_changes_the_voice():
     with pytest.raises(ValueError, match="not one of voices"): T.Talker(load_config("talker_tiny", voice="en-gb-scotland"), [T.PAD, T.SIL, T.UNK])
 
 
+@pytest.mark.parametrize("decode", ["expected", "codes"])
 @pytest.mark.parametrize("chunk_frames", [1, 3, 8])
-def test_stream_equals_whole(chunk_frames):
+def test_stream_equals_whole(chunk_frames, decode):
     torch.manual_seed(0)
     m = untrained_speaker()
+    m.cfg.decode = decode
     torch.nn.init.normal_(m.cond.duration[1].bias, 2.0, 0.01)            # about 6 mel frames a phoneme: a few seconds of audio
     text = "Hello there. How are you today?"
     whole, sr = T.speak(text, m, voice="en-gb-x-rp")
@@ -270,6 +272,26 @@ def test_stream_equals_whole(chunk_frames):
     streamed = torch.cat(chunks)
     assert streamed.shape == whole.shape
     assert (streamed - whole).abs().max() <= 1e-4 * whole.abs().max()     # stated tolerance: 1e-4 of the peak
+
+
+def test_expected_decoding_reads_the_probabilities():
+    torch.manual_seed(0)
+    m = untrained_speaker()
+    torch.nn.init.normal_(m.cond.duration[1].bias, 2.0, 0.01)
+    text = "Hello there. How are you today?"
+    m.cfg.decode = "codes"
+    greedy = T.speak(text, m)[0]
+    m.cfg.decode = "expected"
+    expected = T.speak(text, m)[0]
+    assert greedy.shape == expected.shape and (greedy - expected).abs().max() > 1e-3     # an unsure Talker: they differ
+    (codes, latents), = T.speak_codes(m, [text], expected=True)
+    assert torch.equal(codes, T.speak_codes(m, [text])[0])                                # the same generated frames
+    assert latents.shape == (len(codes), m.codec.rvq.codebooks[0].shape[1]) and latents.is_floating_point()
+    assert torch.allclose(T.speak_mels(m, [text])[0], T.codes_to_mel(m.codec, latents, 0))
+    assert torch.allclose(T.codes_to_mel(m.codec, m.codec.rvq.lookup(codes), 0), T.codes_to_mel(m.codec, codes, 0))
+    m.cfg.decode = "nearest"
+    with pytest.raises(ValueError, match="decode must be 'expected' or 'codes'"): T.speak(text, m)
+    with pytest.raises(ValueError, match="decode must be 'expected' or 'codes'"): T.speak(text, m, stream=True)
 
 
 def test_stream_without_vocoder_is_one_chunk():
