@@ -128,6 +128,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'muomni.core.amp_dtype_for': ('core.html#amp_dtype_for', 'muomni/core.py'),
                              'muomni.core.atomic_write': ('core.html#atomic_write', 'muomni/core.py'),
                              'muomni.core.atomic_write_json': ('core.html#atomic_write_json', 'muomni/core.py'),
+                             'muomni.core.attention': ('core.html#attention', 'muomni/core.py'),
+                             'muomni.core.attention_bench': ('core.html#attention_bench', 'muomni/core.py'),
                              'muomni.core.audio_bundle': ('core.html#audio_bundle', 'muomni/core.py'),
                              'muomni.core.audio_player': ('core.html#audio_player', 'muomni/core.py'),
                              'muomni.core.autocast': ('core.html#autocast', 'muomni/core.py'),

@@ -18,14 +18,15 @@ __all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIN
            'RATE_MAX', 'NON_INTERACTIVE_BACKENDS', 'find_checkout', 'project_root', 'resolve_path', 'shown_path',
            'config_dir', 'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class',
            'on_gpu', 'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
-           'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'cached_load', 'warmup_cosine', 'StepBatchSampler',
-           'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels', 'LivePlot', 'show_figures_inline',
-           'ProgressLine', 'progress_file', 'wav_bytes16', 'audio_bundle', 'audio_player', 'TrainingPaused',
-           'to_device', 'param_groups', 'dist_info', 'init_distributed', 'close_process_group', 'is_distributed',
-           'barrier', 'broadcast_object', 'broadcast_', 'on_rank0', 'main_process_first', 'shard_model', 'full_state',
-           'load_full_state', 'Trainer', 'write_metrics', 'count_parameters', 'human', 'measure_matmul_flops',
-           'time_it', 'train_step_flops', 'flop_utilisation', 'bench_train_step', 'demo_problem', 'train_demo']
+           'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'attention', 'attention_bench', 'CheckpointError', 'unwrap',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'cached_load',
+           'warmup_cosine', 'StepBatchSampler', 'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels',
+           'LivePlot', 'show_figures_inline', 'ProgressLine', 'progress_file', 'wav_bytes16', 'audio_bundle',
+           'audio_player', 'TrainingPaused', 'to_device', 'param_groups', 'dist_info', 'init_distributed',
+           'close_process_group', 'is_distributed', 'barrier', 'broadcast_object', 'broadcast_', 'on_rank0',
+           'main_process_first', 'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics',
+           'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation',
+           'bench_train_step', 'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 HOME_ENV, DEFAULT_HOME = "MUOMNI_HOME", "~/.muomni"
@@ -285,6 +286,25 @@ def amp_dtype_for(device: torch.device, use_amp: bool = True, amp_dtype: str = "
 def autocast(device: torch.device, dtype):
     "An autocast context for `dtype` on `device` (a no-op for None)."
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+# %% ../nbs/00_core.ipynb #787442ad
+def attention(q, k, v, attn_mask=None, dropout_p: float = 0.0) -> torch.Tensor:
+    "Full (non-causal) `F.scaled_dot_product_attention`; the plain math kernel when training in bf16 on a CPU, the fastest there."
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    plain = q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+    with sdpa_kernel([SDPBackend.MATH]) if plain else nullcontext():
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+def attention_bench(batch: int = 64, heads: int = 2, length: int = 65, head_dim: int = 64, steps: int = 10) -> dict:
+    "Seconds per forward and backward of one bf16 attention on this CPU, fused kernel against `attention`'s choice."
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    q, k, v = (torch.randn(batch, heads, length, head_dim, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    def seconds(kernels):
+        for i in range(steps + 2):
+            if i == 2: t0 = time.perf_counter()
+            with sdpa_kernel(kernels): torch.nn.functional.scaled_dot_product_attention(q, k, v).float().sum().backward()
+        return round((time.perf_counter() - t0) / steps, 5)
+    return dict(fused_s=seconds([SDPBackend.FLASH_ATTENTION]), plain_s=seconds([SDPBackend.MATH]))
 
 # %% ../nbs/00_core.ipynb #9bd923ba
 CKPT_FORMAT = 1

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 from fastcore.basics import patch
 
-from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, Trainer,
+from .core import (TrainConfig, attention, register_config, load_config, resolve_preset, resolve_path, Trainer,
                          write_metrics, load_checkpoint, count_parameters, human, pick_device, atomic_write,
                          amp_dtype_for, autocast, find_checkpoint, bench_train_step, cached_load, main_process_first, seed_everything)
 
@@ -81,7 +81,7 @@ class Attention(nn.Module):
             w = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
             self.attn = w.detach()
             y = w @ v
-        else: y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        else: y = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 # %% ../nbs/29_stage_c.ipynb #f889f49e
