@@ -360,12 +360,19 @@ def logp(self: CharNgramLM, history: str, char: str) -> float:
     return r
 
 @patch
-def state_dict(self: CharNgramLM) -> dict: return dict(order=self.order, counts=self.counts)
+def state_dict(self: CharNgramLM) -> dict:
+    "The order, every n-gram in one string (a line each) and their counts in one tensor: quick to load with weights_only."
+    return dict(order=self.order, grams="\n".join(self.counts), counts=torch.tensor(list(self.counts.values()), dtype=torch.int64))
 
 @patch(cls_method=True)
 def from_state(cls: CharNgramLM, state: dict) -> CharNgramLM:
     lm = cls(state["order"])
-    lm.counts = dict(state["counts"])
+    if "grams" in state:
+        grams, counts = state["grams"].split("\n") if state["grams"] else [], state["counts"]
+        counts = counts.tolist() if isinstance(counts, torch.Tensor) else list(counts)
+        if len(grams) != len(counts): raise ValueError(f"a character LM state with {len(grams)} n-grams but {len(counts)} counts")
+        lm.counts = dict(zip(grams, counts))
+    else: lm.counts = dict(state["counts"])        # the first format: a dict from n-gram to count
     totals, types = collections.Counter(), collections.Counter()
     for g, c in lm.counts.items(): totals[g[:-1]] += c; types[g[:-1]] += 1
     lm.totals, lm.types = dict(totals), dict(types)

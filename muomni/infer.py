@@ -238,7 +238,9 @@ def export_model(omni_or_ckpt_dir, out_dir) -> Path:
     try:
         save_file(tensors, str(tmp / WEIGHTS), metadata=dict(format=EXPORT_FORMAT))
         omni.tokenizer.save(tmp / TOKENIZER)
-        if omni.char_lm is not None: atomic_write_json(omni.char_lm.state_dict(), tmp / CHAR_LM)
+        if omni.char_lm is not None:
+            lm = omni.char_lm.state_dict()
+            atomic_write_json(dict(lm, counts=lm["counts"].tolist()), tmp / CHAR_LM)
         atomic_write_json(export_config(omni, tied, sha256_of(tmp / WEIGHTS)), tmp / CONFIG)
         _swap_in(tmp, out)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -316,7 +318,7 @@ def _export_char_lm(d: Path, conf: dict):
     f = d / conf["char_lm"]
     if not f.is_file(): raise FileNotFoundError(f"{d / CONFIG} names a character LM, {f.name}, that is not in {d}")
     try: return CharNgramLM.from_state(json.loads(f.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, KeyError, TypeError) as e: raise CheckpointError(f"{f}: not a character LM ({e})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e: raise CheckpointError(f"{f}: not a character LM ({e})") from None
 
 # %% ../nbs/32_inference.ipynb #30c9354f
 def _export_talker(d: Path, conf: dict, tensors: dict) -> tuple:

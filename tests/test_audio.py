@@ -109,6 +109,17 @@ def test_lm_is_a_distribution_and_roundtrips():
     with pytest.raises(ValueError, match="order"): A.CharNgramLM(0)
 
 
+def test_lm_file_loads_with_weights_only_in_both_formats(tmp_path):
+    lm = A.CharNgramLM(3).fit(["the cat sat", "the dog sat"])
+    torch.save(lm.state_dict(), tmp_path / "char_lm.pt")
+    back = A.CharNgramLM.from_state(torch.load(tmp_path / "char_lm.pt", weights_only=True))
+    assert back.counts == lm.counts and back.totals == lm.totals and back.types == lm.types
+    first_format = dict(order=3, counts=dict(lm.counts))             # char_lm.pt files written before the string + tensor
+    assert A.CharNgramLM.from_state(first_format).counts == lm.counts
+    assert A.CharNgramLM.from_state(dict(order=1, grams="", counts=[])).counts == {}
+    with pytest.raises(ValueError, match="2 n-grams but 1 counts"): A.CharNgramLM.from_state(dict(order=3, grams="a\nb", counts=[1]))
+
+
 @pytest.mark.parametrize("wave,sr", [
     (torch.randn(16000 * 2), 16000),                  # mono 16 kHz
     (torch.randn(2, 22050 * 2), 22050),               # stereo, channels first

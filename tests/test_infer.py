@@ -56,7 +56,7 @@ def test_export_round_trip_same_logits_and_answers(omni, speech, tmp_path):
     conf = json.loads((out / "config.json").read_text())
     assert conf["format"] == I.EXPORT_FORMAT and conf["talker"]["phones"] == omni.talker.phones and conf["char_lm"] == "char_lm.json"
     back = I.load_exported(out, device="cpu")
-    assert back.char_lm.state_dict() == omni.char_lm.state_dict()
+    assert back.char_lm.counts == omni.char_lm.counts and back.char_lm.order == omni.char_lm.order
     assert I.is_export(out) and back.talker is not None and back.talker_path is None
     assert same_weights(back, omni) and same_weights(back.talker, omni.talker) and same_weights(back.talker.codec, omni.talker.codec)
     batch = omni.prompt_batch([dict(text=QUESTIONS[0], image=PIC, answer="red"), dict(text=QUESTIONS[1], audio=speech)])
