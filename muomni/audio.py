@@ -23,13 +23,13 @@ from .core import (TrainConfig, register_config, load_config, resolve_preset, re
 from . import data
 
 # %% auto #0
-__all__ = ['BLANK', 'VOCAB', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler', 'sinusoidal_positions',
-           'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels', 'cached_features', 'SpeechDataset',
-           'collate_speech', 'speech_features', 'change_tempo', 'add_noise', 'AugmentingCollate', 'ctc_loss',
-           'greedy_decode', 'error_rates', 'CharNgramLM', 'beam_decode', 'beam_decode_all', 'transcribe_features',
-           'make_eval_fn', 'lm_texts', 'decode_set', 'final_metrics', 'tune_decoder', 'train_audio_enc',
-           'load_audio_encoder', 'transcribe', 'plot_alignment', 'speech_manifest', 'count_samples', 'CTCPrefixScorer',
-           'bench']
+__all__ = ['BLANK', 'VOCAB', 'SMOOTHINGS', 'AudioEncoderConfig', 'encode_text', 'decode_ids', 'ConvDownsampler',
+           'sinusoidal_positions', 'EncoderBlock', 'AudioEncoder', 'to_mono_16k', 'wave_to_mel', 'pad_mels',
+           'cached_features', 'SpeechDataset', 'collate_speech', 'speech_features', 'change_tempo', 'add_noise',
+           'AugmentingCollate', 'ctc_loss', 'greedy_decode', 'error_rates', 'CharNgramLM', 'continuation_counts',
+           'kneser_ney_discounts', 'beam_decode', 'beam_decode_all', 'transcribe_features', 'make_eval_fn', 'lm_texts',
+           'decode_set', 'final_metrics', 'tune_decoder', 'train_audio_enc', 'load_audio_encoder', 'transcribe',
+           'plot_alignment', 'speech_manifest', 'count_samples', 'CTCPrefixScorer', 'bench']
 
 # %% ../nbs/28_stage_b.ipynb #d5088419
 @register_config("audio")
@@ -324,11 +324,15 @@ def error_rates(refs, hyps) -> dict:
     return dict(cer=chars / max(1, sum(len(r) for r in refs)), wer=words / max(1, sum(len(r.split()) for r in refs)))
 
 # %% ../nbs/28_stage_b.ipynb #888da45f
+SMOOTHINGS = ("kneser-ney", "witten-bell")
+
 class CharNgramLM:
-    "Interpolated Witten-Bell character n-gram model over `CHARSET` (sentences padded with '^' and ended by '$')."
-    def __init__(self, order: int = 6):
+    "Interpolated character n-gram model over `CHARSET` (sentences padded with '^' and ended by '$')."
+    def __init__(self, order: int = 6, smoothing: str = "kneser-ney"):
         if order < 1: raise ValueError(f"order must be >= 1, got {order}")
-        self.order, self.counts, self.totals, self.types, self._memo = order, {}, {}, {}, {}
+        if smoothing not in SMOOTHINGS: raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
+        self.order, self.smoothing, self.counts, self.discounts = order, smoothing, {}, []
+        self.totals, self.backoff, self._memo = {}, {}, {}
 
     def fit(self, sentences):
         counts = collections.Counter()
@@ -337,46 +341,78 @@ class CharNgramLM:
             s = pad + data.normalize_transcript(s) + "$"
             for i in range(self.order - 1, len(s)):
                 for n in range(self.order): counts[s[i - n:i + 1]] += 1
-        totals, types = collections.Counter(), collections.Counter()
-        for g, c in counts.items(): totals[g[:-1]] += c; types[g[:-1]] += 1
-        self.counts, self.totals, self.types, self._memo = dict(counts), dict(totals), dict(types), {}
-        return self
+        if self.smoothing == "kneser-ney":
+            counts = continuation_counts(counts, self.order)
+            self.discounts = kneser_ney_discounts(counts, self.order)
+        self.counts = dict(counts)
+        return self._index()
+
+# %% ../nbs/28_stage_b.ipynb #fadb2f2c
+def continuation_counts(counts: dict, order: int) -> dict:
+    "The `order`-grams' counts, and for each shorter n-gram the number of distinct characters seen before it."
+    before = collections.Counter(g[1:] for g in counts if len(g) > 1)
+    return {g: c if len(g) == order else before[g] for g, c in counts.items()}
+
+def kneser_ney_discounts(counts: dict, order: int) -> list[list[float]]:
+    """Per n-gram length 1..order, the discounts for counts of 1, 2 and 3 or more: modified Kneser-Ney's estimates
+    from how many n-grams have each count (Chen and Goodman), kept between 0.05 and the count itself."""
+    have = [collections.Counter() for _ in range(order + 1)]
+    for g, c in counts.items():
+        if c <= 4: have[len(g)][c] += 1
+    out = []
+    for n in range(1, order + 1):
+        n1, n2, n3, n4 = (have[n][k] or 1 for k in (1, 2, 3, 4))    # `or 1`: a tiny corpus may lack a count
+        y = n1 / (n1 + 2 * n2)
+        out.append([min(max(d, 0.05), k) for k, d in ((1, 1 - 2 * y * n2 / n1), (2, 2 - 3 * y * n3 / n2), (3, 3 - 4 * y * n4 / n3))])
+    return out
 
 # %% ../nbs/28_stage_b.ipynb #26a67695
+@patch
+def _index(self: CharNgramLM) -> CharNgramLM:
+    "Each context's total count and back-off mass: its number of types (Witten-Bell) or its discounts' sum (Kneser-Ney)."
+    totals, backoff, kn = collections.Counter(), collections.Counter(), self.smoothing == "kneser-ney"
+    for g, c in self.counts.items():
+        totals[g[:-1]] += c
+        backoff[g[:-1]] += self.discounts[len(g) - 1][min(c, 3) - 1] if kn else 1
+    self.totals, self.backoff, self._memo = dict(totals), dict(backoff), {}
+    return self
+
 @patch
 def logp(self: CharNgramLM, history: str, char: str) -> float:
     "log P(char | the last order-1 characters of history)."
     h = ("^" * (self.order - 1) + history)[-(self.order - 1):] if self.order > 1 else ""
     key = h + "\x00" + char
     if key in self._memo: return self._memo[key]
-    p = 1.0 / (len(data.CHARSET) + 1)
+    p, kn = 1.0 / (len(data.CHARSET) + 1), self.smoothing == "kneser-ney"
     for n in range(self.order):
         ctx = h[len(h) - n:] if n else ""
         total = self.totals.get(ctx, 0)
         if not total: break
-        types = self.types[ctx]
-        p = (self.counts.get(ctx + char, 0) + types * p) / (total + types)
+        c, mass = self.counts.get(ctx + char, 0), self.backoff[ctx]
+        if kn: p = (max(c - (self.discounts[n][min(c, 3) - 1] if c else 0.0), 0) + mass * p) / total
+        else: p = (c + mass * p) / (total + mass)
     self._memo[key] = r = math.log(p)
     return r
 
 @patch
 def state_dict(self: CharNgramLM) -> dict:
-    "The order, every n-gram in one string (a line each) and their counts in one tensor: quick to load with weights_only."
-    return dict(order=self.order, grams="\n".join(self.counts), counts=torch.tensor(list(self.counts.values()), dtype=torch.int64))
+    "Order, smoothing, discounts, every n-gram in one string (a line each) and their counts in one tensor: quick to load."
+    return dict(order=self.order, smoothing=self.smoothing, discounts=self.discounts, grams="\n".join(self.counts),
+                counts=torch.tensor(list(self.counts.values()), dtype=torch.int64))
 
 @patch(cls_method=True)
 def from_state(cls: CharNgramLM, state: dict) -> CharNgramLM:
-    lm = cls(state["order"])
+    lm = cls(state["order"], state.get("smoothing", "witten-bell"))        # files before Kneser-Ney were Witten-Bell
     if "grams" in state:
         grams, counts = state["grams"].split("\n") if state["grams"] else [], state["counts"]
         counts = counts.tolist() if isinstance(counts, torch.Tensor) else list(counts)
         if len(grams) != len(counts): raise ValueError(f"a character LM state with {len(grams)} n-grams but {len(counts)} counts")
         lm.counts = dict(zip(grams, counts))
     else: lm.counts = dict(state["counts"])        # the first format: a dict from n-gram to count
-    totals, types = collections.Counter(), collections.Counter()
-    for g, c in lm.counts.items(): totals[g[:-1]] += c; types[g[:-1]] += 1
-    lm.totals, lm.types = dict(totals), dict(types)
-    return lm
+    lm.discounts = [list(map(float, d)) for d in state.get("discounts", [])]
+    if lm.smoothing == "kneser-ney" and len(lm.discounts) != lm.order:
+        raise ValueError(f"a Kneser-Ney character LM state of order {lm.order} with {len(lm.discounts)} rows of discounts")
+    return lm._index()
 
 # %% ../nbs/28_stage_b.ipynb #32260ba6
 def _logaddexp(a: float, b: float) -> float:

@@ -100,24 +100,44 @@ def test_error_rates():
     with pytest.raises(ValueError, match="hypotheses"): A.error_rates(["a"], [])
 
 
-def test_lm_is_a_distribution_and_roundtrips():
-    lm = A.CharNgramLM(3).fit(["the cat sat", "the dog sat"])
-    total = sum(math.exp(lm.logp("the ", c)) for c in data.CHARSET + "$")
-    assert math.isclose(total, 1.0, rel_tol=1e-6)
+@pytest.mark.parametrize("smoothing", A.SMOOTHINGS)
+def test_lm_is_a_distribution_and_roundtrips(smoothing):
+    lm = A.CharNgramLM(3, smoothing).fit(["the cat sat", "the dog sat"])
+    for history in ("the ", "zzq"):                                   # a seen and an unseen context
+        total = sum(math.exp(lm.logp(history, c)) for c in data.CHARSET + "$")
+        assert math.isclose(total, 1.0, rel_tol=1e-6)
     lm2 = A.CharNgramLM.from_state(lm.state_dict())
-    assert lm2.logp("the c", "a") == lm.logp("the c", "a")
+    assert lm2.smoothing == smoothing and lm2.logp("the c", "a") == lm.logp("the c", "a")
     with pytest.raises(ValueError, match="order"): A.CharNgramLM(0)
+    with pytest.raises(ValueError, match="smoothing must be one of"): A.CharNgramLM(3, "laplace")
 
 
-def test_lm_file_loads_with_weights_only_in_both_formats(tmp_path):
+def test_kneser_ney_counts_continuations_and_discounts_below_the_count():
+    lm = A.CharNgramLM(2).fit(["ab", "cb", "ab"])
+    assert lm.counts["ab"] == 2 and lm.counts["b"] == 2           # "b" follows "a" and "c": two continuations, not three
+    assert lm.counts["a"] == 1 and lm.counts["^a"] == 2            # "a" only ever follows the padding
+    for row in A.kneser_ney_discounts(lm.counts, 2):
+        assert len(row) == 3 and all(0.05 <= d <= k for k, d in zip((1, 2, 3), row))
+    wb = A.CharNgramLM(2, "witten-bell").fit(["ab", "cb", "ab"])
+    assert wb.counts["b"] == 3 and wb.discounts == []
+
+
+def test_lm_file_loads_with_weights_only_in_every_format(tmp_path):
     lm = A.CharNgramLM(3).fit(["the cat sat", "the dog sat"])
     torch.save(lm.state_dict(), tmp_path / "char_lm.pt")
     back = A.CharNgramLM.from_state(torch.load(tmp_path / "char_lm.pt", weights_only=True))
-    assert back.counts == lm.counts and back.totals == lm.totals and back.types == lm.types
-    first_format = dict(order=3, counts=dict(lm.counts))             # char_lm.pt files written before the string + tensor
-    assert A.CharNgramLM.from_state(first_format).counts == lm.counts
-    assert A.CharNgramLM.from_state(dict(order=1, grams="", counts=[])).counts == {}
+    assert back.counts == lm.counts and back.totals == lm.totals and back.backoff == lm.backoff
+    assert back.smoothing == "kneser-ney" and back.discounts == lm.discounts
+    wb = A.CharNgramLM(3, "witten-bell").fit(["the cat sat", "the dog sat"])
+    before_smoothings = {k: v for k, v in wb.state_dict().items() if k not in ("smoothing", "discounts")}
+    old = A.CharNgramLM.from_state(before_smoothings)                 # files from before Kneser-Ney: Witten-Bell
+    assert old.smoothing == "witten-bell" and old.logp("the c", "a") == wb.logp("the c", "a")
+    first_format = dict(order=3, counts=dict(wb.counts))             # char_lm.pt files written before the string + tensor
+    assert A.CharNgramLM.from_state(first_format).counts == wb.counts
+    assert A.CharNgramLM.from_state(dict(order=1, grams="", counts=[], smoothing="witten-bell")).counts == {}
     with pytest.raises(ValueError, match="2 n-grams but 1 counts"): A.CharNgramLM.from_state(dict(order=3, grams="a\nb", counts=[1]))
+    with pytest.raises(ValueError, match="with 1 rows of discounts"):
+        A.CharNgramLM.from_state(dict(lm.state_dict(), discounts=lm.discounts[:1]))
 
 
 @pytest.mark.parametrize("wave,sr", [
