@@ -341,10 +341,7 @@ class CharNgramLM:
             s = pad + data.normalize_transcript(s) + "$"
             for i in range(self.order - 1, len(s)):
                 for n in range(self.order): counts[s[i - n:i + 1]] += 1
-        if self.smoothing == "kneser-ney":
-            counts = continuation_counts(counts, self.order)
-            self.discounts = kneser_ney_discounts(counts, self.order)
-        self.counts = dict(counts)
+        self.counts = continuation_counts(counts, self.order) if self.smoothing == "kneser-ney" else dict(counts)
         return self._index()
 
 # %% ../nbs/28_stage_b.ipynb #fadb2f2c
@@ -369,8 +366,10 @@ def kneser_ney_discounts(counts: dict, order: int) -> list[list[float]]:
 # %% ../nbs/28_stage_b.ipynb #26a67695
 @patch
 def _index(self: CharNgramLM) -> CharNgramLM:
-    "Each context's total count and back-off mass: its number of types (Witten-Bell) or its discounts' sum (Kneser-Ney)."
-    totals, backoff, kn = collections.Counter(), collections.Counter(), self.smoothing == "kneser-ney"
+    "The discounts (Kneser-Ney), and each context's total count and back-off mass: its number of types or its discounts' sum."
+    kn = self.smoothing == "kneser-ney"
+    self.discounts = kneser_ney_discounts(self.counts, self.order) if kn else []
+    totals, backoff = collections.Counter(), collections.Counter()
     for g, c in self.counts.items():
         totals[g[:-1]] += c
         backoff[g[:-1]] += self.discounts[len(g) - 1][min(c, 3) - 1] if kn else 1
@@ -389,15 +388,15 @@ def logp(self: CharNgramLM, history: str, char: str) -> float:
         total = self.totals.get(ctx, 0)
         if not total: break
         c, mass = self.counts.get(ctx + char, 0), self.backoff[ctx]
-        if kn: p = (max(c - (self.discounts[n][min(c, 3) - 1] if c else 0.0), 0) + mass * p) / total
+        if kn: p = ((c - self.discounts[n][min(c, 3) - 1] if c else 0.0) + mass * p) / total   # a discount never exceeds its count
         else: p = (c + mass * p) / (total + mass)
     self._memo[key] = r = math.log(p)
     return r
 
 @patch
 def state_dict(self: CharNgramLM) -> dict:
-    "Order, smoothing, discounts, every n-gram in one string (a line each) and their counts in one tensor: quick to load."
-    return dict(order=self.order, smoothing=self.smoothing, discounts=self.discounts, grams="\n".join(self.counts),
+    "Order, smoothing, every n-gram in one string (a line each) and their counts in one tensor: quick to load."
+    return dict(order=self.order, smoothing=self.smoothing, grams="\n".join(self.counts),
                 counts=torch.tensor(list(self.counts.values()), dtype=torch.int64))
 
 @patch(cls_method=True)
@@ -409,9 +408,6 @@ def from_state(cls: CharNgramLM, state: dict) -> CharNgramLM:
         if len(grams) != len(counts): raise ValueError(f"a character LM state with {len(grams)} n-grams but {len(counts)} counts")
         lm.counts = dict(zip(grams, counts))
     else: lm.counts = dict(state["counts"])        # the first format: a dict from n-gram to count
-    lm.discounts = [list(map(float, d)) for d in state.get("discounts", [])]
-    if lm.smoothing == "kneser-ney" and len(lm.discounts) != lm.order:
-        raise ValueError(f"a Kneser-Ney character LM state of order {lm.order} with {len(lm.discounts)} rows of discounts")
     return lm._index()
 
 # %% ../nbs/28_stage_b.ipynb #32260ba6
