@@ -659,6 +659,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'muomni.talker.attach_vocoder': ('stage_d.html#attach_vocoder', 'muomni/talker.py'),
                                'muomni.talker.audio_of': ('stage_d.html#audio_of', 'muomni/talker.py'),
                                'muomni.talker.bench': ('stage_d.html#bench', 'muomni/talker.py'),
+                               'muomni.talker.centre_phases': ('stage_d.html#centre_phases', 'muomni/talker.py'),
                                'muomni.talker.cepstra': ('stage_d.html#cepstra', 'muomni/talker.py'),
                                'muomni.talker.cepstral_distance': ('stage_d.html#cepstral_distance', 'muomni/talker.py'),
                                'muomni.talker.check_voices': ('stage_d.html#check_voices', 'muomni/talker.py'),

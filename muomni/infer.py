@@ -332,6 +332,8 @@ def _export_talker(d: Path, conf: dict, tensors: dict) -> tuple:
     codec = T.RVQCodec(_config(conf, "talker", where, "codec"))
     load_part(talker, "talker", tensors, d / conf["weights"])
     load_part(codec, "codec", tensors, d / conf["weights"])
+    if isinstance(conf["talker"].get("vocoder"), dict):     # exports written before phase_origin existed used the start
+        conf["talker"]["vocoder"] = {"phase_origin": "start", **conf["talker"]["vocoder"]}
     vocoder = T.Vocoder(_config(conf, "talker", where, "vocoder")) if conf["talker"].get("vocoder") else None
     if vocoder is not None: load_part(vocoder, "vocoder", tensors, d / conf["weights"])
     return talker, codec, vocoder

@@ -33,9 +33,9 @@ __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'CORPUS_
            'MelWindows', 'codec_loss', 'codebook_stats', 'codec_metrics', 'train_codec', 'load_codec',
            'espeak_phonemes', 'text_phonemes', 'phoneme_timeline', 'utterance', 'TalkerConfig', 'codec_config',
            'check_voices', 'speech_corpus', 'phoneme_agreement', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d',
-           'mel_to_bins', 'ola_envelope', 'Vocoder', 'audio_of', 'cepstra', 'frame_mcd', 'cepstral_distance',
-           'dtw_mean', 'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops', 'codec_mel',
-           'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
+           'mel_to_bins', 'ola_envelope', 'Vocoder', 'centre_phases', 'audio_of', 'cepstra', 'frame_mcd',
+           'cepstral_distance', 'dtw_mean', 'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops',
+           'codec_mel', 'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
            'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes',
            'reads_expected', 'speak_mels', 'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream',
            'talker_eval_fn', 'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of',
@@ -532,6 +532,7 @@ class VocoderConfig(TrainConfig):
     mel_weight: float = 2.0        # log-mel L1, against the STFT loss
     cepstral_weight: float = 0.3   # mel-cepstral distance (dB), the smooth envelope
     codec_share: float = 0.5       # share of training crops whose input is the codec's reconstruction
+    phase_origin: str = "centre"   # where each frame's predicted phases are measured from: its centre, or its start (torch.stft's)
 
 def vocoder_config(cfg: TalkerConfig) -> VocoderConfig:
     "The vocoder run's config, derived from the Talker config (its own save dir, steps, batch and lr)."
@@ -587,6 +588,7 @@ class Vocoder(nn.Module):
     "Raw log-mel (B, T, n_mels) -> wave (B, T * hop): ConvNeXt blocks predict each frame's STFT, an inverse STFT makes the wave."
     def __init__(self, cfg: VocoderConfig):
         super().__init__()
+        if cfg.phase_origin not in ("centre", "start"): raise ValueError(f"phase_origin must be 'centre' or 'start', got {cfg.phase_origin!r}")
         self.cfg, self.hop, self.n_fft = cfg, data.HOP_LENGTH, cfg.n_fft
         self.register_buffer("mean", torch.zeros(cfg.n_mels))
         self.register_buffer("std", torch.ones(cfg.n_mels))
@@ -623,7 +625,13 @@ def spectrum(self: Vocoder, mel: torch.Tensor) -> torch.Tensor:
 @patch
 def frames(self: Vocoder, spec: torch.Tensor) -> torch.Tensor:
     "Complex STFT frames (B, T, F) -> windowed time-domain frames (B, T, n_fft)."
-    return torch.fft.irfft(spec, n=self.n_fft) * self.window
+    x = torch.fft.irfft(spec, n=self.n_fft)
+    if self.cfg.phase_origin == "centre": x = x.roll(self.n_fft // 2, -1)      # phase 0: a pulse mid-window
+    return x * self.window
+
+def centre_phases(spec: torch.Tensor) -> torch.Tensor:
+    "STFT frames (..., F) with phases measured from each frame's start (torch.stft's) -> from its centre: bin k turns by pi k."
+    return spec * (1 - 2 * (torch.arange(spec.shape[-1], device=spec.device) % 2))
 
 @patch
 def overlap_add(self: Vocoder, spec: torch.Tensor) -> torch.Tensor:
@@ -775,7 +783,8 @@ def load_vocoder(path: str | Path, device: str = "cpu") -> Vocoder:
     if not path.is_file(): raise FileNotFoundError(f"vocoder checkpoint not found: {path} (train it with train_vocoder)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     known = set(VocoderConfig.__dataclass_fields__)
-    model = Vocoder(VocoderConfig(**{k: v for k, v in state.get("config", {}).items() if k in known}))
+    saved = {"phase_origin": "start", **state.get("config", {})}      # vocoders saved before phase_origin existed used the start
+    model = Vocoder(VocoderConfig(**{k: v for k, v in saved.items() if k in known}))
     load_checkpoint(path, model)
     return model.to(pick_device(device)).eval()
 

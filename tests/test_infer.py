@@ -82,6 +82,12 @@ def test_export_carries_the_vocoder_and_the_voices(omni, tmp_path):
         for voice in (None, "en-us+f3"):
             torch.testing.assert_close(back.speak("a red star", voice=voice)[0], omni.speak("a red star", voice=voice)[0])
         with pytest.raises(ValueError, match="this Talker speaks"): back.speak("a red star", voice="en-xx")
+        assert back.talker.vocoder.cfg.phase_origin == "centre"
+        out = tmp_path / "exp"                          # an export written before the vocoder had a phase origin
+        conf = json.loads((out / "config.json").read_text())
+        del conf["talker"]["vocoder"]["phase_origin"]
+        (out / "config.json").write_text(json.dumps(conf))
+        assert I.load_exported(out, device="cpu").talker.vocoder.cfg.phase_origin == "start"
     finally: T.attach_vocoder(omni.talker, None)
 
 

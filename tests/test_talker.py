@@ -233,7 +233,21 @@ def test_vocoder_shapes_and_istft():
     assert voc(torch.randn(2, 24, 128)).shape == (2, 24 * 160)
     x = torch.randn(1, 40 * 160)
     spec = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True).transpose(1, 2)[:, :40]
-    assert torch.allclose(voc.overlap_add(spec), x, atol=1e-4)          # the head's inverse STFT is exact
+    assert torch.allclose(voc.overlap_add(T.centre_phases(spec)), x, atol=1e-4)     # the head's inverse STFT is exact
+    assert not torch.allclose(voc.overlap_add(spec), x, atol=1e-2)                 # its phases are measured from the centre
+    start = T.Vocoder(T.VocoderConfig(channels=16, blocks=2, phase_origin="start"))
+    assert torch.allclose(start.overlap_add(spec), x, atol=1e-4)
+
+
+def test_vocoder_saved_before_phase_origin_loads_with_the_start_origin(tmp_path):
+    voc = T.Vocoder(T.VocoderConfig(channels=16, blocks=2, phase_origin="start"))
+    cfg = {k: v for k, v in T.config_dict(voc.cfg).items() if k != "phase_origin"}
+    save_checkpoint(tmp_path / "final.pt", voc, cfg)
+    old = T.load_vocoder(tmp_path)
+    mel = torch.randn(1, 24, 128)
+    assert old.cfg.phase_origin == "start" and torch.allclose(old(mel), voc.eval()(mel), atol=1e-5)
+    save_checkpoint(tmp_path / "final.pt", voc, T.replace(voc.cfg, phase_origin="centre"))
+    assert T.load_vocoder(tmp_path).cfg.phase_origin == "centre"
 
 
 def test_vocoder_loss_trains(tmp_path):
