@@ -156,10 +156,11 @@ class ChatSession:
 
 # %% ../nbs/32_inference.ipynb #b496716d
 def wav_bytes(wave, sample_rate: int, fmt: str = "WAV") -> bytes:
-    "A 1-D wave as the bytes of a 16-bit audio file."
+    "A 1-D wave as the bytes of a 16-bit audio file; a wave louder than full scale is scaled down to it, never clipped."
     import numpy as np, soundfile as sf
     buf = io.BytesIO()
-    w = np.clip(torch.as_tensor(wave).detach().float().cpu().numpy(), -1, 1)
+    w = torch.as_tensor(wave).detach().float().cpu().numpy()
+    w = w / max(1.0, float(np.abs(w).max(initial=0.0)))      # the vocoder's sharp pulses can peak past 1; clipping would click
     sf.write(buf, w, int(sample_rate), format=fmt, subtype="PCM_16" if fmt in ("WAV", "FLAC") else None)
     return buf.getvalue()
 

@@ -303,3 +303,13 @@ def test_chat_and_export_default_to_the_newest_model(omni, tmp_path, monkeypatch
     assert I.latest_omni() == newer
     out = I.export_model(None, tmp_path / "exp")
     assert f"model: {newer}" in capsys.readouterr().err and same_weights(I.load_exported(out), I.load_exported(newer))
+
+
+def test_wav_bytes_scales_a_loud_wave_down_instead_of_clipping():
+    import numpy as np, soundfile as sf
+    w = torch.sin(torch.linspace(0, 60, 1600)) * 1.5
+    back, sr = sf.read(io.BytesIO(I.wav_bytes(w, 16000)), dtype="float32")
+    assert sr == 16000 and abs(np.abs(back).max() - 1) < 1e-3
+    np.testing.assert_allclose(back, (w / 1.5).numpy(), atol=1e-3)        # the same shape, not flattened peaks
+    quiet, _ = sf.read(io.BytesIO(I.wav_bytes(w / 3, 16000)), dtype="float32")
+    np.testing.assert_allclose(quiet, (w / 3).numpy(), atol=1e-3)         # never scaled up
