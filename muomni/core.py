@@ -21,10 +21,10 @@ __all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIN
            'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'attention', 'attention_bench', 'CheckpointError', 'unwrap',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'cached_load',
            'warmup_cosine', 'StepBatchSampler', 'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels',
-           'LivePlot', 'show_figures_inline', 'ProgressLine', 'progress_file', 'wav_bytes16', 'audio_bundle',
-           'audio_player', 'TrainingPaused', 'to_device', 'param_groups', 'dist_info', 'init_distributed',
-           'close_process_group', 'is_distributed', 'barrier', 'broadcast_object', 'broadcast_', 'on_rank0',
-           'main_process_first', 'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics',
+           'LivePlot', 'show_figures_inline', 'ProgressLine', 'progress_file', 'within_full_scale', 'wav_bytes16',
+           'audio_bundle', 'audio_player', 'TrainingPaused', 'to_device', 'param_groups', 'dist_info',
+           'init_distributed', 'close_process_group', 'is_distributed', 'barrier', 'broadcast_object', 'broadcast_',
+           'on_rank0', 'main_process_first', 'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics',
            'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation',
            'bench_train_step', 'demo_problem', 'train_demo']
 
@@ -584,6 +584,10 @@ def progress_file():
     return ProgressLine() if in_notebook() else sys.stdout
 
 # %% ../nbs/00_core.ipynb #50670ef9
+def within_full_scale(wave: torch.Tensor) -> torch.Tensor:
+    "A wave that peaks past full scale (1.0) scaled down to it; a quieter one as it is (never scaled up, never clipped)."
+    return wave / max(1.0, float(wave.abs().max())) if wave.numel() else wave
+
 def wav_bytes16(wave, sample_rate: int) -> bytes:
     "A mono wave (1-D tensor, array or list, full scale 1.0) as the bytes of a 16-bit WAV file."
     import io, wave as wavfile
@@ -592,7 +596,7 @@ def wav_bytes16(wave, sample_rate: int) -> bytes:
     if w.dim() != 1 or w.numel() == 0: raise ValueError(f"audio_player needs a non-empty 1-D wave, got shape {tuple(w.shape)}")
     if not torch.isfinite(w).all(): raise ValueError("audio_player: the wave has NaN or infinite samples")
     if int(sample_rate) <= 0: raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    w = w / max(1.0, w.abs().max().item())                     # beyond full scale: scaled down, never up
+    w = within_full_scale(w)
     buf = io.BytesIO()
     with wavfile.open(buf, "wb") as f:
         f.setnchannels(1); f.setsampwidth(2); f.setframerate(int(sample_rate))

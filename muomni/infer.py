@@ -12,7 +12,7 @@ import torch
 
 from . import __version__
 from .core import (CheckpointError, atomic_write, atomic_write_json, config_dict, find_checkpoint, load_config,
-                         pick_device, resolve_path)
+                         pick_device, resolve_path, within_full_scale)
 from .omni import Omni
 
 # %% auto #0
@@ -157,10 +157,9 @@ class ChatSession:
 # %% ../nbs/32_inference.ipynb #b496716d
 def wav_bytes(wave, sample_rate: int, fmt: str = "WAV") -> bytes:
     "A 1-D wave as the bytes of a 16-bit audio file; a wave louder than full scale is scaled down to it, never clipped."
-    import numpy as np, soundfile as sf
+    import soundfile as sf
     buf = io.BytesIO()
-    w = torch.as_tensor(wave).detach().float().cpu().numpy()
-    w = w / max(1.0, float(np.abs(w).max(initial=0.0)))      # the vocoder's sharp pulses can peak past 1; clipping would click
+    w = within_full_scale(torch.as_tensor(wave).detach().float().cpu()).numpy()   # the vocoder's sharp pulses can peak past 1
     sf.write(buf, w, int(sample_rate), format=fmt, subtype="PCM_16" if fmt in ("WAV", "FLAC") else None)
     return buf.getvalue()
 
@@ -333,8 +332,7 @@ def _export_talker(d: Path, conf: dict, tensors: dict) -> tuple:
     codec = T.RVQCodec(_config(conf, "talker", where, "codec"))
     load_part(talker, "talker", tensors, d / conf["weights"])
     load_part(codec, "codec", tensors, d / conf["weights"])
-    if isinstance(conf["talker"].get("vocoder"), dict):     # exports written before phase_origin existed used the start
-        conf["talker"]["vocoder"] = {"phase_origin": "start", **conf["talker"]["vocoder"]}
+    if isinstance(conf["talker"].get("vocoder"), dict): conf["talker"]["vocoder"] = T.saved_vocoder_config(conf["talker"]["vocoder"])
     vocoder = T.Vocoder(_config(conf, "talker", where, "vocoder")) if conf["talker"].get("vocoder") else None
     if vocoder is not None: load_part(vocoder, "vocoder", tensors, d / conf["weights"])
     return talker, codec, vocoder

@@ -35,15 +35,16 @@ __all__ = ['STACK', 'PAD', 'SIL', 'UNK', 'CLAUSE_END', 'TALKER_VOICES', 'CORPUS_
            'check_voices', 'speech_corpus', 'phoneme_agreement', 'VocoderConfig', 'vocoder_config', 'ConvNeXt1d',
            'mel_to_bins', 'ola_envelope', 'Vocoder', 'centre_phases', 'audio_of', 'cepstra', 'frame_mcd',
            'cepstral_distance', 'dtw_mean', 'mel_cepstral_distance', 'stft_magnitude', 'vocoder_loss', 'VocoderCrops',
-           'codec_mel', 'vocoder_metrics', 'train_vocoder', 'load_vocoder', 'PhoneConditioner', 'frame_index', 'Talker',
-           'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory', 'speak_codes',
-           'reads_expected', 'speak_mels', 'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream', 'WaveStream',
-           'talker_eval_fn', 'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder', 'vocoder_of',
-           'vocoder_name', 'default_talker', 'speak', 'speak_stream', 'stream_timing', 'stream_difference',
-           'stream_threads', 'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops', 'voice_id_loss',
-           'voice_id_config', 'voice_accuracy', 'train_voice_id', 'load_voice_classifier', 'error_rates', 'asr_judge',
-           'codec_resynth', 'reference_audio', 'roundtrip', 'paired_cer_interval', 'roundtrip_summary', 'train_talker',
-           'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker', 'count_samples', 'bench']
+           'codec_mel', 'vocoder_metrics', 'train_vocoder', 'saved_vocoder_config', 'load_vocoder', 'PhoneConditioner',
+           'frame_index', 'Talker', 'sample_codes', 'TalkerData', 'collate_talker', 'talker_loss', 'phone_inventory',
+           'speak_codes', 'reads_expected', 'speak_mels', 'codes_to_mel', 'mel_to_audio', 'codes_to_wave', 'MelStream',
+           'WaveStream', 'talker_eval_fn', 'save_talker_extras', 'load_talker', 'attach_codec', 'attach_vocoder',
+           'vocoder_of', 'vocoder_name', 'default_talker', 'speak', 'speak_stream', 'stream_timing',
+           'stream_difference', 'stream_threads', 'stream_metrics', 'VoiceIdConfig', 'VoiceClassifier', 'VoiceCrops',
+           'voice_id_loss', 'voice_id_config', 'voice_accuracy', 'train_voice_id', 'load_voice_classifier',
+           'error_rates', 'asr_judge', 'codec_resynth', 'reference_audio', 'roundtrip', 'paired_cer_interval',
+           'roundtrip_summary', 'train_talker', 'roundtrip_metrics', 'talker_voice_accuracy', 'evaluate_talker',
+           'count_samples', 'bench']
 
 # %% ../nbs/30_stage_d.ipynb #cd477581
 class ResidualVQ(nn.Module):
@@ -777,14 +778,17 @@ def train_vocoder(cfg: VocoderConfig, train: list[dict], val: list[dict], codec:
                                        codec_crops=sum(trainer.train_data.use_alt))
 
 # %% ../nbs/30_stage_d.ipynb #30dbe165
+def saved_vocoder_config(saved: dict) -> dict:
+    "A saved vocoder config with the fields it predates filled in as it was trained: before `phase_origin`, the start."
+    return {"phase_origin": "start", **saved}
+
 def load_vocoder(path: str | Path, device: str = "cpu") -> Vocoder:
     "A Vocoder from a checkpoint file or a save dir (final.pt, else best.pt, else last.pt)."
     path = find_checkpoint(path, required=False) or resolve_path(path)
     if not path.is_file(): raise FileNotFoundError(f"vocoder checkpoint not found: {path} (train it with train_vocoder)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     known = set(VocoderConfig.__dataclass_fields__)
-    saved = {"phase_origin": "start", **state.get("config", {})}      # vocoders saved before phase_origin existed used the start
-    model = Vocoder(VocoderConfig(**{k: v for k, v in saved.items() if k in known}))
+    model = Vocoder(VocoderConfig(**{k: v for k, v in saved_vocoder_config(state.get("config", {})).items() if k in known}))
     load_checkpoint(path, model)
     return model.to(pick_device(device)).eval()
 
