@@ -14,19 +14,20 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'CKPT_FORMAT', 'CHECKPOINT_NAMES',
-           'RATE_MAX', 'NON_INTERACTIVE_BACKENDS', 'find_checkout', 'project_root', 'resolve_path', 'shown_path',
-           'config_dir', 'atomic_write', 'atomic_write_json', 'TrainConfig', 'register_config', 'config_class',
-           'on_gpu', 'resolve_preset', 'load_config', 'config_dict', 'DemoConfig', 'pick_device', 'seed_everything',
-           'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'attention', 'attention_bench', 'CheckpointError', 'unwrap',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'cached_load',
-           'warmup_cosine', 'StepBatchSampler', 'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels',
-           'LivePlot', 'show_figures_inline', 'ProgressLine', 'progress_file', 'within_full_scale', 'wav_bytes16',
-           'audio_bundle', 'audio_player', 'TrainingPaused', 'to_device', 'param_groups', 'dist_info',
-           'init_distributed', 'close_process_group', 'is_distributed', 'barrier', 'broadcast_object', 'broadcast_',
-           'on_rank0', 'main_process_first', 'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics',
-           'count_parameters', 'human', 'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation',
-           'bench_train_step', 'demo_problem', 'train_demo']
+__all__ = ['HOME_ENV', 'DEFAULT_HOME', 'PRESETS', 'SCALED', 'CONFIG_KINDS', 'KIND_MODULES', 'PLAIN_ATTENTION_MAX_KEYS',
+           'CKPT_FORMAT', 'CHECKPOINT_NAMES', 'RATE_MAX', 'NON_INTERACTIVE_BACKENDS', 'find_checkout', 'project_root',
+           'resolve_path', 'shown_path', 'config_dir', 'atomic_write', 'atomic_write_json', 'TrainConfig',
+           'register_config', 'config_class', 'on_gpu', 'resolve_preset', 'load_config', 'config_dict', 'DemoConfig',
+           'pick_device', 'seed_everything', 'cpu_has_bf16', 'amp_dtype_for', 'autocast', 'attention',
+           'attention_bench', 'CheckpointError', 'unwrap', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'find_checkpoint', 'cached_load', 'warmup_cosine', 'StepBatchSampler',
+           'LengthBucketSampler', 'in_notebook', 'figure_png', 'metric_panels', 'LivePlot', 'show_figures_inline',
+           'ProgressLine', 'progress_file', 'within_full_scale', 'wav_bytes16', 'audio_bundle', 'audio_player',
+           'TrainingPaused', 'to_device', 'param_groups', 'dist_info', 'init_distributed', 'close_process_group',
+           'is_distributed', 'barrier', 'broadcast_object', 'broadcast_', 'on_rank0', 'main_process_first',
+           'shard_model', 'full_state', 'load_full_state', 'Trainer', 'write_metrics', 'count_parameters', 'human',
+           'measure_matmul_flops', 'time_it', 'train_step_flops', 'flop_utilisation', 'bench_train_step',
+           'demo_problem', 'train_demo']
 
 # %% ../nbs/00_core.ipynb #39cb2edf
 HOME_ENV, DEFAULT_HOME = "MUOMNI_HOME", "~/.muomni"
@@ -288,12 +289,17 @@ def autocast(device: torch.device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 # %% ../nbs/00_core.ipynb #787442ad
-def attention(q, k, v, attn_mask=None, dropout_p: float = 0.0) -> torch.Tensor:
-    "Full (non-causal) `F.scaled_dot_product_attention`; the plain math kernel when training in bf16 on a CPU, the fastest there."
+PLAIN_ATTENTION_MAX_KEYS = 160     # on 2 CPU cores the fused kernel catches up at about 190 keys
+
+def attention(q, k, v, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False, enable_gqa: bool = False) -> torch.Tensor:
+    """`F.scaled_dot_product_attention`; the plain math kernel when training in bf16 on a CPU over at most
+    `PLAIN_ATTENTION_MAX_KEYS` keys, the fastest there."""
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    plain = q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled()
+    bf16 = q.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    plain = q.device.type == "cpu" and bf16 and torch.is_grad_enabled() and k.shape[-2] <= PLAIN_ATTENTION_MAX_KEYS
     with sdpa_kernel([SDPBackend.MATH]) if plain else nullcontext():
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                                                is_causal=is_causal, enable_gqa=enable_gqa)
 
 def attention_bench(batch: int = 64, heads: int = 2, length: int = 65, head_dim: int = 64, steps: int = 10) -> dict:
     "Seconds per forward and backward of one bf16 attention on this CPU, fused kernel against `attention`'s choice."

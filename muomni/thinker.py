@@ -16,7 +16,7 @@ from torch import nn
 
 from .core import (TrainConfig, register_config, load_config, resolve_preset, resolve_path, atomic_write,
                          Trainer, write_metrics, load_checkpoint, count_parameters, human, pick_device, autocast,
-                         amp_dtype_for, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step,
+                         amp_dtype_for, attention, seed_everything, unwrap, CheckpointError, find_checkpoint, bench_train_step,
                          dist_info, main_process_first, cpu_has_bf16)
 
 # %% auto #0
@@ -169,9 +169,8 @@ class Attention(nn.Module):
         if cache is not None: k, v = cache.update(layer, k, v)
         if T == 1 and not self.training: y = self._decode_step(q, k, v, mask)
         else:   # enable_gqa lets each key/value head serve its group of query heads without copying it
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1 and k.shape[2] == T,
-                                               dropout_p=self.dropout if self.training else 0.0,
-                                               enable_gqa=self.kv_heads != self.n_heads)
+            y = attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1 and k.shape[2] == T,
+                          dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.kv_heads != self.n_heads)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 # %% ../nbs/27_stage_a.ipynb #3d657b91
